@@ -1,0 +1,170 @@
+"""ViTDet image encoder of SAM ViT-B/L/H: windowed + global attention with decomposed
+relative-position bias, followed by a neck down to a 256-channel embedding."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .common import FeedForward, make_neck
+
+
+@dataclass(frozen=True)
+class ViTConfig:
+    embed_dim: int
+    depth: int
+    num_heads: int
+    global_blocks: tuple[int, ...]
+    img_size: int = 1024
+    patch_size: int = 16
+    window_size: int = 14
+    mlp_ratio: float = 4.0
+    out_dim: int = 256
+
+
+VIT_CONFIGS: dict[str, ViTConfig] = {
+    "vit_b": ViTConfig(768, 12, 12, (2, 5, 8, 11)),
+    "vit_l": ViTConfig(1024, 24, 16, (5, 11, 17, 23)),
+    "vit_h": ViTConfig(1280, 32, 16, (7, 15, 23, 31)),
+}
+
+
+def relative_position_table(table: torch.Tensor, q_len: int, k_len: int) -> torch.Tensor:
+    """Gather a (q_len, k_len, C) bias table from learned per-offset embeddings.
+
+    ``table`` holds one row per relative offset (2*L-1 rows). If it was trained for
+    another length it is linearly resampled first.
+    """
+    n_offsets = 2 * max(q_len, k_len) - 1
+    if table.shape[0] != n_offsets:
+        table = F.interpolate(
+            table.T.unsqueeze(0), size=n_offsets, mode="linear"
+        ).squeeze(0).T
+    q_scale = max(k_len / q_len, 1.0)
+    k_scale = max(q_len / k_len, 1.0)
+    q_pos = torch.arange(q_len, device=table.device)[:, None] * q_scale
+    k_pos = torch.arange(k_len, device=table.device)[None, :] * k_scale
+    offsets = (q_pos - k_pos) + (k_len - 1) * k_scale
+    return table[offsets.long()]
+
+
+class RelPosAttention(nn.Module):
+    """Multi-head self-attention over a (B, H, W, C) grid with decomposed rel-pos bias."""
+
+    def __init__(self, dim: int, num_heads: int, grid: tuple[int, int]) -> None:
+        super().__init__()
+        self.num_heads = num_heads
+        head_dim = dim // num_heads
+        self.qkv = nn.Linear(dim, dim * 3)
+        self.proj = nn.Linear(dim, dim)
+        self.rel_pos_h = nn.Parameter(torch.zeros(2 * grid[0] - 1, head_dim))
+        self.rel_pos_w = nn.Parameter(torch.zeros(2 * grid[1] - 1, head_dim))
+
+    def bias(self, q: torch.Tensor, h: int, w: int) -> torch.Tensor:
+        """Additive attention bias (BN, h*w, h*w) from queries q (BN, h*w, d)."""
+        rh = relative_position_table(self.rel_pos_h, h, h)
+        rw = relative_position_table(self.rel_pos_w, w, w)
+        q = q.reshape(q.shape[0], h, w, -1)
+        bias_h = torch.einsum("nyxd,ykd->nyxk", q, rh)
+        bias_w = torch.einsum("nyxd,xkd->nyxk", q, rw)
+        bias = bias_h[..., :, None] + bias_w[..., None, :]
+        return bias.reshape(q.shape[0], h * w, h * w)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, h, w, c = x.shape
+        heads = self.num_heads
+        qkv = self.qkv(x).reshape(b, h * w, 3, heads, c // heads)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4).reshape(3, b * heads, h * w, c // heads)
+        # The bias is computed from the unscaled queries, as in the trained models.
+        attn_bias = self.bias(q, h, w)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_bias.to(q.dtype))
+        out = out.reshape(b, heads, h, w, c // heads).permute(0, 2, 3, 1, 4)
+        return self.proj(out.reshape(b, h, w, c))
+
+
+def to_windows(x: torch.Tensor, size: int) -> tuple[torch.Tensor, tuple[int, int]]:
+    """Split (B, H, W, C) into (B*nW, size, size, C) windows, zero-padding H and W."""
+    b, h, w, c = x.shape
+    pad_h, pad_w = (-h) % size, (-w) % size
+    if pad_h or pad_w:
+        x = F.pad(x, (0, 0, 0, pad_w, 0, pad_h))
+    hp, wp = h + pad_h, w + pad_w
+    x = x.reshape(b, hp // size, size, wp // size, size, c).transpose(2, 3)
+    return x.reshape(-1, size, size, c), (hp, wp)
+
+
+def from_windows(windows: torch.Tensor, padded: tuple[int, int], hw: tuple[int, int]) -> torch.Tensor:
+    """Inverse of :func:`to_windows`: reassemble and crop the padding."""
+    hp, wp = padded
+    size, c = windows.shape[1], windows.shape[-1]
+    b = windows.shape[0] // ((hp // size) * (wp // size))
+    x = windows.reshape(b, hp // size, wp // size, size, size, c).transpose(2, 3)
+    x = x.reshape(b, hp, wp, c)
+    return x[:, : hw[0], : hw[1]]
+
+
+class ViTBlock(nn.Module):
+    """Pre-norm transformer block; ``window`` > 0 restricts attention to local windows."""
+
+    def __init__(self, dim: int, num_heads: int, mlp_ratio: float, window: int, grid: int) -> None:
+        super().__init__()
+        self.window = window
+        self.norm1 = nn.LayerNorm(dim, eps=1e-6)
+        attn_grid = (window, window) if window else (grid, grid)
+        self.attn = RelPosAttention(dim, num_heads, attn_grid)
+        self.norm2 = nn.LayerNorm(dim, eps=1e-6)
+        self.mlp = FeedForward(dim, int(dim * mlp_ratio))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.norm1(x)
+        if self.window:
+            hw = y.shape[1:3]
+            y, padded = to_windows(y, self.window)
+            y = from_windows(self.attn(y), padded, hw)
+        else:
+            y = self.attn(y)
+        x = x + y
+        return x + self.mlp(self.norm2(x))
+
+
+class PatchEmbed(nn.Module):
+    """Non-overlapping patches -> tokens, channels last (keys ``proj.*``)."""
+
+    def __init__(self, patch: int, dim: int) -> None:
+        super().__init__()
+        self.proj = nn.Conv2d(3, dim, kernel_size=patch, stride=patch)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.proj(x).permute(0, 2, 3, 1)
+
+
+class ViTDetEncoder(nn.Module):
+    """SAM's ViT image encoder: (B, 3, 1024, 1024) -> (B, 256, 64, 64)."""
+
+    def __init__(self, arch: str) -> None:
+        super().__init__()
+        cfg = VIT_CONFIGS[arch]
+        self.img_size = cfg.img_size
+        grid = cfg.img_size // cfg.patch_size
+        self.patch_embed = PatchEmbed(cfg.patch_size, cfg.embed_dim)
+        self.pos_embed = nn.Parameter(torch.zeros(1, grid, grid, cfg.embed_dim))
+        self.blocks = nn.ModuleList(
+            ViTBlock(
+                cfg.embed_dim,
+                cfg.num_heads,
+                cfg.mlp_ratio,
+                window=0 if i in cfg.global_blocks else cfg.window_size,
+                grid=grid,
+            )
+            for i in range(cfg.depth)
+        )
+        self.neck = make_neck(cfg.embed_dim, cfg.out_dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.patch_embed(x) + self.pos_embed
+        for block in self.blocks:
+            x = block(x)
+        return self.neck(x.permute(0, 3, 1, 2))

