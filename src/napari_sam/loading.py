@@ -1,0 +1,78 @@
+"""``load_model``: registry name or checkpoint path -> a ready SAM on the chosen device."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from .model import CheckpointError, Sam, guess_arch, load_state_dict, read_checkpoint
+from .registry import ARCHITECTURES, ModelSpec, get_spec
+
+PRECISIONS = ("auto", "fp32", "bf16")
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """The numeric path to run: "fp32" (exact) or "bf16". "auto" stays exact for now."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    if precision == "auto":
+        return "fp32"
+    if precision == "bf16" and device.type == "mps":
+        raise ValueError("bf16 is not supported on Apple MPS here: use precision='fp32'")
+    return precision
+
+
+def spec_for(name_or_path: str | Path, model_type: str | None = None) -> tuple[ModelSpec, Path | None]:
+    """The registry spec for a name, or an ad-hoc spec for a local checkpoint file."""
+    path = Path(name_or_path).expanduser()
+    looks_like_path = isinstance(name_or_path, Path) or path.suffix in (".pth", ".pt", ".ckpt") or path.exists()
+    if not looks_like_path:
+        spec = get_spec(str(name_or_path))
+        if model_type is not None and model_type != spec.arch:
+            raise ValueError(f"model {spec.name!r} is a {spec.arch}; model_type={model_type!r} contradicts it")
+        return spec, None
+    if model_type is not None and model_type not in ARCHITECTURES:
+        raise ValueError(f"model_type must be one of {ARCHITECTURES}, got {model_type!r}")
+    arch = model_type or "unknown"
+    spec = ModelSpec(name=path.stem, arch=arch, title=f"local checkpoint {path.name}", filename=path.name,
+                     unused_prefixes=("image_encoder.head.", "image_encoder.norm_head."))
+    return spec, path
+
+
+def load_model(
+    name_or_path: str | Path = "lite_medsam",
+    model_type: str | None = None,
+    device: str | torch.device = "auto",
+    precision: str = "auto",
+    progress: Callable[[int, int | None], None] | None = None,
+) -> Sam:
+    """Build a SAM-family model and load its weights.
+
+    ``name_or_path`` is a registry name (``lite_medsam``, ``vit_b``, ``vit_l``, ``vit_h``,
+    ``vit_t``, ...) or a checkpoint file; for a file, ``model_type`` names the architecture
+    (guessed from the weights when omitted). Downloads report ``progress(done, total)``.
+    The returned module carries ``.spec`` (what it is and is good at) and ``.precision``.
+    """
+    from .device import select_device
+    from .weights import resolve_checkpoint
+
+    spec, path = spec_for(name_or_path, model_type)
+    if path is None:
+        path = resolve_checkpoint(spec, progress=progress)
+    state = read_checkpoint(path)
+    arch = spec.arch
+    if arch == "unknown":
+        arch = guess_arch(state)
+        if arch is None:
+            raise CheckpointError(f"cannot tell the architecture of {path}: pass model_type (one of {ARCHITECTURES})")
+        spec = dataclasses.replace(spec, arch=arch)
+    model = Sam(arch)
+    load_state_dict(model, state, arch, spec.unused_prefixes)
+    dev = device if isinstance(device, torch.device) else select_device(device)
+    model = model.to(dev).eval()
+    model.spec = spec
+    model.precision = resolve_precision(precision, dev)
+    return model

@@ -1,0 +1,201 @@
+"""The prompt-level API: embed a 2D plane once, then answer point/box/mask prompts with
+three candidate masks and their predicted IoU. No napari here."""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .imaging import DEFAULT_PERCENTILES, as_plane, model_input
+from .model import Sam
+
+LOW_RES = 256  # side of the decoder's mask logits
+
+
+@dataclass(frozen=True)
+class Embedding:
+    """A plane's image embedding plus the geometry that maps model space back to pixels."""
+
+    features: torch.Tensor  # (1, 256, 64, 64)
+    original_size: tuple[int, int]  # (H, W) of the plane
+    input_size: tuple[int, int]  # (h, w) after resizing the longest side to img_size
+    img_size: int  # the model's square input side
+    model_name: str = ""
+
+    @property
+    def scale(self) -> tuple[float, float]:
+        """Model pixels per plane pixel, along rows and columns."""
+        return (self.input_size[0] / self.original_size[0], self.input_size[1] / self.original_size[1])
+
+    @property
+    def nbytes(self) -> int:
+        return self.features.element_size() * self.features.nelement()
+
+
+@dataclass(frozen=True)
+class Candidates:
+    """Candidate masks for one prompt, in the decoder's order (see :attr:`best`)."""
+
+    masks: np.ndarray  # (K, H, W) bool at the plane's size
+    scores: np.ndarray  # (K,) predicted IoU
+    logits: np.ndarray  # (K, 256, 256) low-res logits; feed one back as mask_input
+
+    @property
+    def best(self) -> int:
+        """Index of the candidate with the highest predicted IoU."""
+        return int(np.argmax(self.scores))
+
+    def __len__(self) -> int:
+        return len(self.scores)
+
+
+class Predictor:
+    """Embeds planes with a loaded SAM and decodes prompts against the embeddings.
+
+    Coordinates are numpy/napari order: points (row, col); boxes
+    (min_row, min_col, max_row, max_col), in pixels of the plane.
+    """
+
+    def __init__(self, model: Sam, percentiles: tuple[float, float] = DEFAULT_PERCENTILES) -> None:
+        self.model = model.eval()
+        self.percentiles = percentiles
+        spec = getattr(model, "spec", None)
+        self.normalisation = spec.normalisation if spec is not None else (
+            "minmax" if model.arch == "lite_medsam" else "sam")
+        self.model_name = spec.name if spec is not None else model.arch
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        if getattr(self.model, "precision", "fp32") == "bf16":
+            return torch.autocast(self.device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def embed(self, image: object) -> Embedding:
+        """Compute the image embedding of one 2D plane, (H, W) or (H, W, C), any numeric dtype."""
+        plane = as_plane(image)
+        x, input_size = model_input(plane, self.model.img_size, self.normalisation, self.percentiles)
+        with torch.inference_mode(), self._autocast():
+            features = self.model.image_encoder(x.to(self.device)).float()
+        return Embedding(features, tuple(plane.shape[:2]), input_size, self.model.img_size, self.model_name)
+
+    def predict(
+        self,
+        embedding: Embedding,
+        points: object = None,
+        labels: object = None,
+        box: object = None,
+        mask_input: object = None,
+        multimask: bool = True,
+    ) -> Candidates:
+        """Decode prompts into candidates: 3 masks with ``multimask``, else 1.
+
+        ``labels`` are 1 (object) or 0 (background) per point, all 1 when omitted.
+        ``mask_input`` is a previous candidate's low-res logits, (256, 256).
+        """
+        pts = _check_points(points, labels, embedding.original_size)
+        bx = _check_box(box, embedding.original_size)
+        mask = _check_mask_input(mask_input)
+        if pts is None and bx is None and mask is None:
+            raise ValueError("no prompt given: pass points, a box or a mask_input")
+        logits, scores = self.decode(embedding, pts, bx, mask, multimask)
+        masks = self.upscale(logits, embedding) > 0.0
+        return Candidates(masks.cpu().numpy(), scores[0].float().cpu().numpy(), logits[0].float().cpu().numpy())
+
+    def decode(
+        self,
+        embedding: Embedding,
+        points: tuple[np.ndarray, np.ndarray] | None,
+        box: np.ndarray | None,
+        mask_input: np.ndarray | None,
+        multimask: bool,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Validated prompts in plane pixels -> low-res logits (1, K, 256, 256) and scores (1, K)."""
+        dev = self.device
+        sy, sx = embedding.scale
+        to_xy = np.array([sx, sy], dtype=np.float32)
+        point_t = None
+        if points is not None:
+            xy = points[0][:, ::-1] * to_xy
+            point_t = (torch.as_tensor(xy[None], device=dev), torch.as_tensor(points[1][None], device=dev))
+        box_t = None
+        if box is not None:
+            xyxy = box[[1, 0, 3, 2]] * np.tile(to_xy, 2)
+            box_t = torch.as_tensor(xyxy[None], device=dev)
+        mask_t = None if mask_input is None else torch.as_tensor(mask_input[None, None], device=dev)
+        pe = self.model.prompt_encoder
+        with torch.inference_mode(), self._autocast():
+            sparse, dense = pe(point_t, box_t, mask_t)
+            logits, scores = self.model.mask_decoder(
+                embedding.features.to(dev), pe.dense_pe(), sparse, dense, multimask=multimask
+            )
+        return logits.float(), scores.float()
+
+    def upscale(self, logits: torch.Tensor, embedding: Embedding) -> torch.Tensor:
+        """Low-res logits (1, K, 256, 256) -> (K, H, W) logits at the plane's size."""
+        s = embedding.img_size
+        h, w = embedding.input_size
+        with torch.inference_mode():
+            x = logits if logits.shape[-1] == s else F.interpolate(logits, (s, s), mode="bilinear", align_corners=False)
+            x = x[..., :h, :w]
+            x = F.interpolate(x, embedding.original_size, mode="bilinear", align_corners=False)
+        return x[0]
+
+
+def _check_points(points: object, labels: object, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray] | None:
+    if points is None:
+        if labels is not None and np.size(labels):
+            raise ValueError("labels were given without points")
+        return None
+    pts = np.asarray(points, dtype=np.float32)
+    if pts.size == 0:
+        return None
+    pts = pts.reshape(-1, 2) if pts.ndim == 1 and pts.size == 2 else pts
+    if pts.ndim != 2 or pts.shape[1] != 2:
+        raise ValueError(f"points must be (N, 2) as (row, col), got shape {np.shape(points)}")
+    if not np.isfinite(pts).all():
+        raise ValueError("points contain NaN or inf")
+    lab = np.ones(len(pts), dtype=np.int64) if labels is None else np.asarray(labels).reshape(-1)
+    if len(lab) != len(pts):
+        raise ValueError(f"got {len(pts)} points but {len(lab)} labels: give one label per point")
+    if not np.isin(lab, (0, 1)).all():
+        raise ValueError(f"labels must be 1 (object) or 0 (background), got {np.unique(lab).tolist()}")
+    h, w = shape
+    outside = (pts[:, 0] < -0.5) | (pts[:, 0] > h - 0.5) | (pts[:, 1] < -0.5) | (pts[:, 1] > w - 0.5)
+    if outside.any():
+        raise ValueError(f"point {pts[outside][0].tolist()} (row, col) lies outside the image of shape {shape}")
+    return pts, lab.astype(np.int64)
+
+
+def _check_box(box: object, shape: tuple[int, int]) -> np.ndarray | None:
+    if box is None:
+        return None
+    b = np.asarray(box, dtype=np.float32).reshape(-1)
+    if b.size == 0:
+        return None
+    if b.size != 4 or not np.isfinite(b).all():
+        raise ValueError(f"box must be 4 finite numbers (min_row, min_col, max_row, max_col), got {box!r}")
+    if b[2] < b[0] or b[3] < b[1]:
+        raise ValueError(f"box {b.tolist()} has max < min: expected (min_row, min_col, max_row, max_col)")
+    h, w = shape
+    if b[2] < 0 or b[3] < 0 or b[0] > h or b[1] > w:
+        raise ValueError(f"box {b.tolist()} lies outside the image of shape {shape}")
+    # A box hanging over the border is cut to the image.
+    return np.clip(b, 0, [h, w, h, w]).astype(np.float32)
+
+
+def _check_mask_input(mask_input: object) -> np.ndarray | None:
+    if mask_input is None:
+        return None
+    m = np.asarray(mask_input.detach().cpu() if isinstance(mask_input, torch.Tensor) else mask_input,
+                   dtype=np.float32)
+    m = m.reshape(m.shape[-2:]) if m.ndim > 2 and np.prod(m.shape[:-2]) == 1 else m
+    if m.shape != (LOW_RES, LOW_RES):
+        raise ValueError(f"mask_input must be low-res logits of shape (256, 256), got {m.shape}")
+    return m
