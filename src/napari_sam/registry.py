@@ -126,6 +126,8 @@ _MODELS: list[ModelSpec] = [
         title="MobileSAM (TinyViT, 1024 px)",
         filename="mobile_sam.pt",
         url="https://github.com/ChaoningZhang/MobileSAM/raw/master/weights/mobile_sam.pt",
+        # Listed for this file by micro-sam's registry and by open-edge-platform/model_api#351.
+        sha256="6dbb90523a35330fedd7f1d3dfc66f995213d81b29a5ca8108dbcdd4e37d6c2f",
         unused_prefixes=_TINYVIT_HEAD,
         aliases=("mobile_sam", "mobilesam"),
     ),

@@ -37,11 +37,21 @@ def read_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
         obj = inner
     if not isinstance(obj, Mapping):
         raise CheckpointError(f"{path} holds a {type(obj).__name__}, not a state dict")
-    return dict(obj)
+    return {_strip_wrapper_prefix(k): v for k, v in obj.items()}
+
+
+_SAM_PARTS = ("image_encoder.", "prompt_encoder.", "mask_decoder.")
+
+
+def _strip_wrapper_prefix(key: str) -> str:
+    # micro-sam training checkpoints prefix every SAM key with "sam.".
+    if key.startswith("sam.") and key[4:].startswith(_SAM_PARTS):
+        return key[4:]
+    return key
 
 
 def _looks_like_state(obj: Mapping) -> bool:
-    return any(isinstance(k, str) and k.startswith("image_encoder.") for k in obj)
+    return any(isinstance(k, str) and k.startswith(("image_encoder.", "sam.image_encoder.")) for k in obj)
 
 
 def guess_arch(state: Mapping[str, torch.Tensor]) -> str | None:
