@@ -418,28 +418,50 @@ def test_concurrent_processes_share_one_download(server, cache):
     assert sorted(p.name for p in cache.iterdir()) == [FILENAME, FILENAME + ".sha256"]
 
 
-def test_lock_left_by_dead_process_is_broken(server, cache, make_spec):
+def _hold_lock(cache: Path) -> subprocess.Popen:
+    """A process holding the OS lock on the weights' lock file, as a running download would."""
+    script = f"""
+        import sys, time
+        from filelock import FileLock
+        lock = FileLock({str(cache / (FILENAME + ".lock"))!r})
+        lock.acquire()
+        print("locked", flush=True)
+        time.sleep(120)
+    """
+    cache.mkdir(exist_ok=True)
+    proc = _run_python(script, cache, background=True)
+    assert proc.stdout.readline().strip() == "locked", proc.stderr.read()
+    return proc
+
+
+def test_lock_file_left_by_killed_process_does_not_block(server, cache, make_spec):
     spec = make_spec(server.route("/w/tiny.pth", send_bytes(PAYLOAD)))
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
-    cache.mkdir()
+    holder = _hold_lock(cache)
+    holder.kill()  # SIGKILL: no cleanup runs, the lock file stays behind
+    holder.communicate(timeout=30)
     lock = cache / (FILENAME + ".lock")
-    lock.write_text(json.dumps({"pid": int(dead.stdout), "host": socket.gethostname(), "time": 0}))
+    assert lock.exists()
 
     start = time.monotonic()
     assert resolve_checkpoint(spec).read_bytes() == PAYLOAD
     assert time.monotonic() - start < 10
-    assert not lock.exists()
+    assert server.hits("/w/tiny.pth") == 1
+    assert sorted(p.name for p in cache.iterdir()) == [FILENAME, FILENAME + ".sha256"]
 
 
-def test_old_lock_without_owner_is_broken(server, cache, make_spec):
+def test_waiting_for_a_live_lock_holder_times_out(server, cache, make_spec, monkeypatch):
     spec = make_spec(server.route("/w/tiny.pth", send_bytes(PAYLOAD)))
-    cache.mkdir()
-    lock = cache / (FILENAME + ".lock")
-    lock.write_text("")
-    os.utime(lock, (time.time() - 3600, time.time() - 3600))
-
-    assert resolve_checkpoint(spec).read_bytes() == PAYLOAD
-    assert not lock.exists()
+    monkeypatch.setattr("napari_sam.weights._LOCK_TIMEOUT", 0.5)
+    holder = _hold_lock(cache)
+    try:
+        with pytest.raises(WeightsError, match="Another process is downloading") as info:
+            download(spec)
+    finally:
+        holder.kill()
+        holder.communicate(timeout=30)
+    assert str(cache / (FILENAME + ".lock")) in str(info.value)
+    assert server.hits("/w/tiny.pth") == 0
+    assert not (cache / FILENAME).exists()
 
 
 # --------------------------------------------------------------------------- bundled weights

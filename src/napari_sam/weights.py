@@ -4,8 +4,9 @@ Order of preference in :func:`resolve_checkpoint`: weights shipped inside a pip 
 (``ModelSpec.bundled``), then a verified file in the cache folder, then a download.
 Downloads stream into a temporary file next to the final one, are checked against the
 registry's size and SHA-256, and only then renamed into place, so the final name never
-holds a partial or corrupt file. A lock file serialises downloads of the same file
-across threads and processes. No Qt or napari imports here: the CLI and scripts use it.
+holds a partial or corrupt file. An OS-level lock on ``<file>.lock`` (:mod:`filelock`)
+serialises downloads of the same file across threads and processes; the OS drops it when
+its holder dies. No Qt or napari imports here: the CLI and scripts use it.
 """
 
 from __future__ import annotations
@@ -16,9 +17,7 @@ import http.client
 import importlib.metadata
 import json
 import os
-import socket
 import tempfile
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -27,6 +26,7 @@ from pathlib import Path
 from typing import BinaryIO, Literal
 
 import platformdirs
+from filelock import FileLock, Timeout
 
 from .registry import ModelSpec
 
@@ -55,8 +55,7 @@ Status = Literal["bundled", "cached", "needs download"]
 _CHUNK = 1 << 20
 _DEFAULT_TIMEOUT = 30.0  # seconds per socket operation, not for the whole transfer
 _LOCK_POLL = 0.05
-_LOCK_STALE_AFTER = 120.0  # a live holder touches the lock every few seconds
-_HEARTBEAT_EVERY = 5.0
+_LOCK_TIMEOUT = 6 * 3600.0  # seconds to wait for another download of the same file: a big file on a slow line
 
 
 class WeightsError(RuntimeError):
@@ -216,12 +215,11 @@ def _remove_quietly(path: Path) -> None:
         path.unlink()
 
 
-def _hash_file(path: Path, heartbeat: Callable[[], None]) -> str:
+def _hash_file(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as fh:
         while chunk := fh.read(_CHUNK):
             digest.update(chunk)
-            heartbeat()
     return digest.hexdigest()
 
 
@@ -235,7 +233,7 @@ def _verify_cached(spec: ModelSpec, path: Path) -> bool:
         _discard(path)
         return False
     try:
-        digest = _hash_file(path, _Heartbeat(_lock_path(path)))
+        digest = _hash_file(path)
     except OSError as exc:
         raise WeightsError(
             f"Cannot read the cached weights {path} ({_reason(exc)}): delete the file and try again."
@@ -259,93 +257,35 @@ def _lock_path(path: Path) -> Path:
     return path.with_name(path.name + LOCK_SUFFIX)
 
 
-class _Heartbeat:
-    """Refresh the lock's mtime now and then, so waiters know the holder is alive."""
-
-    def __init__(self, lock: Path) -> None:
-        self._lock = lock
-        self._last = time.monotonic()
-
-    def __call__(self) -> None:
-        now = time.monotonic()
-        if now - self._last >= _HEARTBEAT_EVERY:
-            self._last = now
-            with suppress(OSError):
-                os.utime(self._lock)
-
-
-def _lock_is_stale(lock: Path) -> bool:
-    try:
-        age = time.time() - lock.stat().st_mtime
-        owner = json.loads(lock.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        return False
-    except (OSError, ValueError):
-        owner = {}
-    if age > _LOCK_STALE_AFTER:
-        return True
-    # A holder on this machine that has died leaves a stale lock; no need to wait it out.
-    # (POSIX only: on Windows os.kill(pid, 0) would terminate the process.)
-    if os.name == "posix" and owner.get("host") == socket.gethostname():
-        pid = owner.get("pid")
-        if isinstance(pid, int) and pid != os.getpid():
-            try:
-                os.kill(pid, 0)
-            except ProcessLookupError:
-                return True
-            except OSError:
-                pass
-    return False
-
-
-def _try_create_lock(lock: Path) -> int | None:
-    """Create the lock file; return its inode number, or None if someone else holds it."""
-    try:
-        fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-    except FileExistsError:
-        return None
-    except OSError as exc:
-        raise WeightsError(
-            f"Cannot write to the weights cache folder {lock.parent}: {_reason(exc)}.\n"
-            f"Set {CACHE_ENV} to a folder you can write to."
-        ) from exc
-    owner = {"pid": os.getpid(), "host": socket.gethostname(), "time": time.time()}
-    with suppress(OSError):  # an empty lock still locks; its owner is just unknown
-        os.write(fd, json.dumps(owner).encode())
-    try:
-        return os.fstat(fd).st_ino
-    finally:
-        os.close(fd)
-
-
-def _release_lock(lock: Path, inode: int) -> None:
-    # Only remove our own lock: if it was wrongly broken as stale, another holder's
-    # lock now sits under the same name and must stay.
-    try:
-        if lock.stat().st_ino == inode:
-            lock.unlink()
-    except OSError:
-        pass
-
-
 @contextmanager
 def _locked(path: Path) -> Iterator[None]:
-    """Hold ``<file>.lock`` (O_CREAT|O_EXCL) while checking or replacing ``path``.
+    """Hold an OS lock on ``<file>.lock`` while checking or replacing ``path``.
 
-    Even if a stale-lock race let two holders in, each writes its own temporary file and
-    renames it atomically, so the worst case is a duplicate download, never a corrupt file.
+    The OS drops the lock when its holder dies, so a killed download never blocks the next.
+    The lock file is removed while still held, leaving the cache folder as it was; a waiter
+    that then locks the removed file finds it has no name and retries (filelock >= 3.30 does
+    this check and keeps the file on release, which is why it is the minimum version).
     """
     _ensure_cache_folder(path.parent)
-    lock = _lock_path(path)
-    while (inode := _try_create_lock(lock)) is None:
-        if _lock_is_stale(lock):
-            _remove_quietly(lock)
-            continue
-        time.sleep(_LOCK_POLL)
+    lock_file = _lock_path(path)
+    lock = FileLock(str(lock_file))
+    try:
+        lock.acquire(timeout=_LOCK_TIMEOUT, poll_interval=_LOCK_POLL)
+    except Timeout as exc:  # before OSError: Timeout is a TimeoutError
+        raise WeightsError(
+            f"Another process is downloading {path.name} and still holds the lock file {lock_file} "
+            f"after {_LOCK_TIMEOUT:g} s of waiting. Let that process finish, or stop it, and try again."
+        ) from exc
+    except OSError as exc:
+        raise WeightsError(
+            f"Cannot write to the weights cache folder {lock_file.parent}: {_reason(exc)}.\n"
+            f"Set {CACHE_ENV} to a folder you can write to."
+        ) from exc
     try:
         yield
     finally:
-        _release_lock(lock, inode)
+        _remove_quietly(lock_file)  # while still held; fails harmlessly on Windows, where release removes it
+        lock.release()
 
 
 def _ensure_cache_folder(folder: Path) -> None:
@@ -382,7 +322,7 @@ def _fetch(spec: ModelSpec, dest: Path, progress: Progress | None, timeout: floa
     tmp = Path(tmp_name)
     try:
         with os.fdopen(fd, "wb") as out:
-            digest, size = _stream(spec, url, out, progress, timeout, _Heartbeat(_lock_path(dest)))
+            digest, size = _stream(spec, url, out, progress, timeout)
         _check_download(spec, url, digest, size)
         _remove_quietly(_marker_path(dest))
         os.replace(tmp, dest)
@@ -402,7 +342,6 @@ def _stream(
     out: BinaryIO,
     progress: Progress | None,
     timeout: float,
-    heartbeat: Callable[[], None],
 ) -> tuple[str, int]:
     """Copy ``url`` into ``out``; return (sha256 hex, bytes written).
 
@@ -425,7 +364,6 @@ def _stream(
                 raise _WriteError(exc) from exc
             digest.update(chunk)
             done += len(chunk)
-            heartbeat()
             if progress is not None:
                 progress(done, total)
     # http.client does not raise when the peer closes early: compare with Content-Length.
