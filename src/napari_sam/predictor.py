@@ -12,6 +12,7 @@ import torch.nn.functional as F
 
 from .imaging import DEFAULT_PERCENTILES, as_plane, model_input
 from .model import Sam
+from .zoom import Cache, Zoom
 
 LOW_RES = 256  # side of the decoder's mask logits
 
@@ -43,6 +44,8 @@ class Candidates:
     masks: np.ndarray  # (K, H, W) bool at the plane's size
     scores: np.ndarray  # (K,) predicted IoU
     logits: np.ndarray  # (K, 256, 256) low-res logits; feed one back as mask_input
+    # (r0, c0, r1, c1), half-open: the part of the plane the logits cover; None = all of it.
+    window: tuple[int, int, int, int] | None = None
 
     @property
     def best(self) -> int:
@@ -67,6 +70,8 @@ class Predictor:
         self.normalisation = spec.normalisation if spec is not None else (
             "minmax" if model.arch == "lite_medsam" else "sam")
         self.model_name = spec.name if spec is not None else model.arch
+        self.box_only = bool(spec.box_only) if spec is not None else model.arch == "lite_medsam"
+        self._zoom: Zoom | None = None
 
     @property
     def device(self) -> torch.device:
@@ -77,13 +82,40 @@ class Predictor:
             return torch.autocast(self.device.type, dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
-    def embed(self, image: object) -> Embedding:
-        """Compute the image embedding of one 2D plane, (H, W) or (H, W, C), any numeric dtype."""
+    def embed(self, image: object, limits: tuple[float, float] | None = None) -> Embedding:
+        """Compute the image embedding of one 2D plane, (H, W) or (H, W, C), any numeric dtype.
+
+        ``limits``: intensity limits to stretch with instead of the plane's percentiles
+        (see :func:`~napari_sam.imaging.intensity_limits`), e.g. those of a whole plane for a crop.
+        """
         plane = as_plane(image)
-        x, input_size = model_input(plane, self.model.img_size, self.normalisation, self.percentiles)
+        x, input_size = model_input(plane, self.model.img_size, self.normalisation, self.percentiles, limits)
         with torch.inference_mode(), self._autocast():
             features = self.model.image_encoder(x.to(self.device)).float()
         return Embedding(features, tuple(plane.shape[:2]), input_size, self.model.img_size, self.model_name)
+
+    def segment(
+        self,
+        image: object,
+        points: object = None,
+        labels: object = None,
+        box: object = None,
+        multimask: bool = True,
+        cache: Cache | None = None,
+    ) -> Candidates:
+        """Answer one prompt on a whole plane, working on a zoomed window around it.
+
+        Small objects are segmented at a higher zoom than :meth:`embed` of the whole plane
+        allows, and large planes are served window by window; the masks are (K, H, W) at
+        the plane's size. Window embeddings are kept in ``cache`` (anything with
+        ``get(key)``/``put(key, embedding)``), by default a small LRU of this predictor.
+        Box-only models (LiteMedSAM) get a box made from point prompts. See :mod:`.zoom`.
+        """
+        if self._zoom is None:
+            self._zoom = Zoom(self)
+        if cache is not None and cache is not self._zoom.cache:
+            self._zoom = Zoom(self, cache, self._zoom.settings)
+        return self._zoom.segment(image, points, labels, box, multimask)
 
     def predict(
         self,
@@ -117,18 +149,44 @@ class Predictor:
         multimask: bool,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Validated prompts in plane pixels -> low-res logits (1, K, 256, 256) and scores (1, K)."""
+        return self.decode_batch(
+            embedding,
+            points=None if points is None else points[0][None],
+            labels=None if points is None else points[1][None],
+            boxes=None if box is None else box[None],
+            mask_input=None if mask_input is None else mask_input[None],
+            multimask=multimask,
+        )
+
+    def decode_batch(
+        self,
+        embedding: Embedding,
+        points: np.ndarray | None = None,
+        labels: np.ndarray | None = None,
+        boxes: np.ndarray | None = None,
+        mask_input: np.ndarray | None = None,
+        multimask: bool = True,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Decode B prompts at once against one embedding (no validation: callers check).
+
+        points (B, N, 2) as (row, col) with labels (B, N) (default all 1), boxes (B, 4) as
+        (min_row, min_col, max_row, max_col), mask_input (B, 256, 256); all in plane pixels.
+        Returns low-res logits (B, K, 256, 256) and scores (B, K).
+        """
         dev = self.device
         sy, sx = embedding.scale
         to_xy = np.array([sx, sy], dtype=np.float32)
         point_t = None
         if points is not None:
-            xy = points[0][:, ::-1] * to_xy
-            point_t = (torch.as_tensor(xy[None], device=dev), torch.as_tensor(points[1][None], device=dev))
+            points = np.asarray(points, dtype=np.float32)
+            labels = np.ones(points.shape[:2], np.int64) if labels is None else np.asarray(labels, np.int64)
+            xy = points[..., ::-1] * to_xy
+            point_t = (torch.as_tensor(xy, device=dev), torch.as_tensor(labels, device=dev))
         box_t = None
-        if box is not None:
-            xyxy = box[[1, 0, 3, 2]] * np.tile(to_xy, 2)
-            box_t = torch.as_tensor(xyxy[None], device=dev)
-        mask_t = None if mask_input is None else torch.as_tensor(mask_input[None, None], device=dev)
+        if boxes is not None:
+            xyxy = np.asarray(boxes, dtype=np.float32)[:, [1, 0, 3, 2]] * np.tile(to_xy, 2)
+            box_t = torch.as_tensor(xyxy, device=dev)
+        mask_t = None if mask_input is None else torch.as_tensor(np.asarray(mask_input, np.float32)[:, None], device=dev)
         pe = self.model.prompt_encoder
         with torch.inference_mode(), self._autocast():
             sparse, dense = pe(point_t, box_t, mask_t)

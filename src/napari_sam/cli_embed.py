@@ -1,0 +1,115 @@
+"""``napari-sam embed``: precompute the embeddings of a stack into a zarr store."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from .registry import DEFAULT_MODEL
+
+
+def add_embed_command(subparsers: argparse._SubParsersAction) -> None:
+    """``napari-sam embed INPUT -o STORE.zarr``: precompute a stack's embeddings on disk."""
+    parser = subparsers.add_parser(
+        "embed",
+        help="precompute the embeddings of every plane of a stack into a zarr store",
+        description="Embed every 2D plane of INPUT (TIFF, .npy or a zarr array) into STORE.zarr, one "
+        "plane at a time. Planes already in the store with the same content, model and "
+        "preprocessing are reused, so a second run only checks them.",
+    )
+    parser.add_argument("input", metavar="INPUT", help="image stack: .tif/.tiff, .npy, or a zarr array")
+    parser.add_argument("-o", "--output", required=True, metavar="STORE.zarr", help="the embedding store")
+    parser.add_argument("--model", default=DEFAULT_MODEL, help=f"model name (default {DEFAULT_MODEL})")
+    parser.add_argument("--channel-axis", type=int, default=None, metavar="N",
+                        help="axis holding 1-3 channels to use as colours")
+    parser.add_argument("--rgb", action="store_true", help="the last axis holds RGB(A) colours")
+    parser.add_argument("--device", default="auto", help="cpu, cuda, mps or auto (default)")
+    parser.set_defaults(handler=run_embed)
+
+
+def open_stack(path: str | Path) -> object:
+    """An array-like over a stack file that reads planes on demand where the format allows."""
+    path = Path(path)
+    name = path.name.lower()
+    if not path.exists():
+        raise FileNotFoundError(f"{path} does not exist")
+    if name.endswith(".npy"):
+        import numpy as np
+
+        return np.load(path, mmap_mode="r")
+    if name.endswith((".tif", ".tiff")):
+        import tifffile
+
+        try:
+            return tifffile.memmap(path, mode="r")  # uncompressed, contiguous: no copy at all
+        except ValueError:
+            import zarr
+
+            return zarr.open(tifffile.imread(path, aszarr=True), mode="r")  # one tile/strip at a time
+    if name.endswith(".zarr") or path.is_dir():
+        import zarr
+
+        node = zarr.open(str(path), mode="r")
+        if hasattr(node, "shape"):
+            return node
+        arrays = [name for name, _ in node.arrays()]
+        raise ValueError(f"{path} is a zarr group, not an array: pass one of {arrays} as {path}/NAME")
+    raise ValueError(f"cannot read {path.name}: expected .tif/.tiff, .npy or a zarr array")
+
+
+class PlaneProgress:
+    """The CLI's :class:`~napari_sam.cli.TerminalProgress`, counting planes instead of bytes."""
+
+    def __init__(self, label: str) -> None:
+        from .cli import TerminalProgress
+
+        self.bar = TerminalProgress(label)
+        self.bar._line = self._line  # type: ignore[method-assign]
+        self.hits = 0
+
+    def __call__(self, item: object) -> None:
+        self.hits += bool(getattr(item, "hit", False))
+        self.bar(int(getattr(item, "done")), int(getattr(item, "total")))
+
+    def _line(self, done: int, total: int | None) -> str:
+        elapsed = max(time.monotonic() - self.bar._start, 1e-6)
+        total = total or 0
+        fraction = min(done / total, 1.0) if total else 0.0
+        filled = int(fraction * self.bar.width)
+        bar = "#" * filled + "-" * (self.bar.width - filled)
+        return f"{self.bar.label} [{bar}] {done}/{total} planes  {elapsed / max(done, 1):.2f} s/plane"
+
+
+def run_embed(args: argparse.Namespace) -> int:
+    from .loading import load_model
+    from .predictor import Predictor
+    from .store import embed_stack
+    from .weights import WeightsError
+
+    try:
+        data = open_stack(args.input)
+        predictor = Predictor(load_model(args.model, device=args.device))
+    except (OSError, ValueError, KeyError, WeightsError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    progress = PlaneProgress("embed")
+    try:
+        hits, total = embed_stack(predictor, data, args.output, args.channel_axis, args.rgb, progress=progress)
+    except (ValueError, TypeError, IndexError) as exc:
+        progress.bar.finish()
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        progress.bar.finish()
+        print(f"error writing {args.output}: {exc}. Planes written so far are kept.", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        progress.bar.finish()
+        print("interrupted; planes written so far are kept.", file=sys.stderr)
+        return 130
+    progress.bar.finish()
+    print(f"cache hit: {hits}/{total} planes")
+    print(args.output)
+    return 0

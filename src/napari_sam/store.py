@@ -1,0 +1,258 @@
+"""Embeddings of a whole stack on disk, in a zarr group, reusable across sessions.
+
+Layout (zarr >= 3)::
+
+    STORE.zarr/             attrs: model, geometry, data shape/dtype, preprocessing
+      features  float16  (*stack, C, h, w)  one compressed chunk per plane
+      limits    float64  (*stack, 2)        intensity limits the plane was stretched with
+      digest    uint8    (*stack, 16)       per-plane signature; all zero = not done
+
+A plane counts as stored only once its digest is written, after its features: an
+interrupted run or a full disk leaves at worst a plane that is embedded again. The digest
+hashes the plane's bytes together with the model and preprocessing, so an edited plane or
+another normalisation is embedded again while unchanged planes are reused. Group
+metadata that no longer fits (another model, data shape or preprocessing) starts the
+store afresh. Input stacks are read one plane at a time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+from .imaging import intensity_limits, plane_of, resized_shape
+
+if TYPE_CHECKING:
+    from .predictor import Embedding, Predictor
+
+FORMAT = 1
+DIGEST_BYTES = 16
+Index = tuple[int, ...]
+
+
+def _zarr() -> Any:
+    import zarr  # a base dependency, imported late so that the CLI starts fast
+
+    if int(zarr.__version__.split(".")[0]) < 3:
+        raise ImportError(f"the embedding store needs zarr>=3, found zarr {zarr.__version__}: pip install 'zarr>=3'")
+    return zarr
+
+
+@dataclass(frozen=True)
+class StackLayout:
+    """How planes are read out of the input array, and what the model makes of them."""
+
+    data_shape: tuple[int, ...]
+    dtype: str
+    channel_axis: int | None
+    rgb: bool
+    plane_axes: tuple[int, int]
+    stack_shape: tuple[int, ...]
+    plane_shape: tuple[int, int]
+
+    @classmethod
+    def of(cls, data: Any, channel_axis: int | None = None, rgb: bool = False,
+           plane_axes: tuple[int, int] = (-2, -1)) -> StackLayout:
+        """Describe ``data`` (validated by reading its first plane)."""
+        shape = tuple(int(n) for n in data.shape)
+        spatial = len(shape) - (1 if rgb else 0)
+        first = plane_of(data, (0,) * spatial, channel_axis, rgb, plane_axes)
+        rows, cols = (a % spatial for a in plane_axes)
+        ch = None if channel_axis is None else channel_axis % spatial
+        stack = tuple(shape[a] for a in range(spatial) if a not in (rows, cols, ch))
+        return cls(shape, str(np.dtype(data.dtype)), ch, rgb, (rows, cols), stack, first.shape[:2])
+
+    def indices(self) -> Iterator[Index]:
+        """Every plane's index, in C order."""
+        yield from np.ndindex(*self.stack_shape) if self.stack_shape else iter([()])
+
+    @property
+    def n_planes(self) -> int:
+        return int(np.prod(self.stack_shape)) if self.stack_shape else 1
+
+
+class EmbeddingStore:
+    """A zarr group of per-plane embeddings for one stack, model and preprocessing.
+
+    Open with :meth:`open`; :meth:`get` returns a plane's embedding only if its digest
+    matches, :meth:`put` writes features, then limits, then the digest.
+    """
+
+    def __init__(self, group: Any, meta: dict[str, Any]) -> None:
+        self.group = group
+        self.meta = meta
+        self._features = group["features"]
+        self._limits = group["limits"]
+        self._digest = group["digest"]
+
+    @classmethod
+    def open(cls, path: str | Path, predictor: Predictor, layout: StackLayout, clevel: int = 5) -> EmbeddingStore:
+        """Open the store at ``path``, creating it, or starting it afresh if it was made
+        for another model, data shape or preprocessing."""
+        zarr = _zarr()
+        meta = _meta(predictor, layout)
+        group = zarr.open_group(str(path), mode="a")
+        if dict(group.attrs).get("napari_sam") == meta and all(k in group for k in ("features", "limits", "digest")):
+            return cls(group, meta)
+        # Clear the metadata first: if creation is interrupted, the next open starts afresh.
+        group.attrs.put({})
+        stack = layout.stack_shape
+        ones = (1,) * len(stack)
+        feat = tuple(meta["feature_shape"])
+        codec = zarr.codecs.BloscCodec(cname="zstd", clevel=clevel, shuffle="shuffle", typesize=2)
+        group.create_array("features", shape=stack + feat, chunks=ones + feat, dtype="float16",
+                           compressors=codec, fill_value=0, overwrite=True)
+        group.create_array("limits", shape=stack + (2,), chunks=ones + (2,), dtype="float64",
+                           fill_value=0, overwrite=True)
+        group.create_array("digest", shape=stack + (DIGEST_BYTES,), chunks=ones + (DIGEST_BYTES,),
+                           dtype="uint8", fill_value=0, overwrite=True)
+        group.attrs.put({"napari_sam": meta})
+        return cls(group, meta)
+
+    def digest(self, plane: np.ndarray) -> np.ndarray:
+        """The signature a plane's stored embedding must carry: its bytes, model and preprocessing."""
+        h = hashlib.blake2b(digest_size=DIGEST_BYTES)
+        h.update(json.dumps(self.meta, sort_keys=True).encode())
+        h.update(repr((plane.shape, str(plane.dtype))).encode())
+        h.update(np.ascontiguousarray(plane).view(np.uint8).data)
+        return np.frombuffer(h.digest(), dtype=np.uint8)
+
+    def is_done(self, index: Index, digest: np.ndarray) -> bool:
+        try:
+            return bool(np.array_equal(np.asarray(self._digest[index]), digest))
+        except Exception:  # an unreadable digest chunk is a plane to embed again
+            return False
+
+    def get(self, index: Index, digest: np.ndarray, device: torch.device | str = "cpu") -> Embedding | None:
+        """The plane's stored embedding (float32 on ``device``), or None if absent or stale."""
+        from .predictor import Embedding
+
+        if not self.is_done(index, digest):
+            return None
+        features = torch.from_numpy(np.asarray(self._features[index]))[None]
+        m = self.meta
+        return Embedding(features.to(device=device, dtype=torch.float32), tuple(m["plane_shape"]),
+                         tuple(m["input_size"]), m["img_size"], m["model"])
+
+    def limits(self, index: Index) -> tuple[float, float]:
+        lo, hi = np.asarray(self._limits[index])
+        return float(lo), float(hi)
+
+    def put(self, index: Index, digest: np.ndarray, embedding: Embedding, limits: tuple[float, float]) -> None:
+        """Write one plane; the digest goes last and marks it done."""
+        features = embedding.features.detach().to("cpu", torch.float16).numpy()
+        if features.shape[1:] != tuple(self.meta["feature_shape"]):
+            raise ValueError(f"features of shape {features.shape} do not fit this store")
+        self._features[index] = features[0]
+        self._limits[index] = np.asarray(limits, dtype=np.float64)
+        self._digest[index] = digest
+
+    def nbytes_stored(self) -> int:
+        """Bytes of the features on disk (compressed chunks)."""
+        return int(self._features.nbytes_stored())
+
+
+def _meta(predictor: Predictor, layout: StackLayout) -> dict[str, Any]:
+    img_size = int(predictor.model.img_size)
+    pe = predictor.model.prompt_encoder
+    c = int(pe.embed_dim)
+    gh, gw = (int(n) for n in pe.grid_size)
+    # JSON round trip, so that it compares equal to what comes back from the attrs.
+    return json.loads(json.dumps({
+        "format": FORMAT,
+        "model": predictor.model_name,
+        "img_size": img_size,
+        "feature_shape": [c, gh, gw],
+        "plane_shape": list(layout.plane_shape),
+        "input_size": list(resized_shape(layout.plane_shape, img_size)),
+        "stack_shape": list(layout.stack_shape),
+        "data": {"shape": list(layout.data_shape), "dtype": layout.dtype},
+        "preprocessing": {
+            "percentiles": list(predictor.percentiles),
+            "normalisation": predictor.normalisation,
+            "channel_axis": layout.channel_axis,
+            "rgb": layout.rgb,
+            "plane_axes": list(layout.plane_axes),
+        },
+    }))
+
+
+@dataclass(frozen=True)
+class PlaneDone:
+    """Yielded by :func:`iter_embed_stack` after each plane."""
+
+    index: Index
+    done: int
+    total: int
+    hit: bool
+    seconds: float
+
+
+def iter_embed_stack(
+    predictor: Predictor, data: Any, path: str | Path, channel_axis: int | None = None,
+    rgb: bool = False, plane_axes: tuple[int, int] = (-2, -1),
+) -> Iterator[PlaneDone]:
+    """Embed every plane of ``data`` into the store at ``path``, reusing stored planes.
+
+    Reads one plane at a time; yields after each plane (stop iterating to cancel).
+    """
+    layout = StackLayout.of(data, channel_axis, rgb, plane_axes)
+    store = EmbeddingStore.open(path, predictor, layout)
+    total = layout.n_planes
+    for done, index in enumerate(layout.indices(), start=1):
+        start = time.perf_counter()
+        plane = plane_of(data, index, layout.channel_axis, rgb, layout.plane_axes)
+        digest = store.digest(plane)
+        hit = store.is_done(index, digest)
+        if not hit:
+            limits = intensity_limits(plane, predictor.percentiles)
+            store.put(index, digest, predictor.embed(plane, limits=limits), limits)
+        yield PlaneDone(index, done, total, hit, time.perf_counter() - start)
+
+
+def embed_stack(
+    predictor: Predictor, data: Any, path: str | Path, channel_axis: int | None = None,
+    rgb: bool = False, plane_axes: tuple[int, int] = (-2, -1),
+    progress: Callable[[PlaneDone], None] | None = None,
+) -> tuple[int, int]:
+    """:func:`iter_embed_stack` for plain callers; returns (planes reused, total planes)."""
+    hits = total = 0
+    for item in iter_embed_stack(predictor, data, path, channel_axis, rgb, plane_axes):
+        hits += item.hit
+        total = item.total
+        if progress is not None:
+            progress(item)
+    return hits, total
+
+
+def open_store(path: str | Path) -> tuple[Any, dict[str, Any]]:
+    """An existing store's zarr group and metadata, for reading without a model."""
+    zarr = _zarr()
+    group = zarr.open_group(str(path), mode="r")
+    meta = dict(group.attrs).get("napari_sam")
+    if not meta:
+        raise ValueError(f"{path} is not a napari-sam embedding store (or its creation was interrupted)")
+    return group, meta
+
+
+def load_embedding(path: str | Path, index: Sequence[int] = ()) -> Embedding | None:
+    """One plane's embedding from an existing store, or None if it was never completed.
+
+    Does not check the plane's content: use :class:`EmbeddingStore` with a digest for that.
+    """
+    from .predictor import Embedding
+
+    group, meta = open_store(path)
+    index = tuple(int(i) for i in index)
+    if not np.asarray(group["digest"][index]).any():
+        return None
+    features = torch.from_numpy(np.asarray(group["features"][index]))[None].float()
+    return Embedding(features, tuple(meta["plane_shape"]), tuple(meta["input_size"]), meta["img_size"], meta["model"])

@@ -1,0 +1,172 @@
+"""The on-disk embedding store and ``napari-sam embed``: exact round trips, reuse across
+runs, invalidation on edits or other preprocessing, and no corruption on failed writes."""
+
+from __future__ import annotations
+
+import errno
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import tifffile
+import torch
+
+from napari_sam.cli import main
+from napari_sam.predictor import Embedding, Predictor
+from napari_sam.store import EmbeddingStore, StackLayout, embed_stack, iter_embed_stack, load_embedding
+
+MAX_BYTES_PER_PLANE = 2.2e6
+
+
+class FakePredictor:
+    """The store's view of a predictor, with a cheap encoder whose output depends on the
+    plane and the limits, so that stale embeddings would show."""
+
+    def __init__(self, percentiles: tuple[float, float] = (1.0, 99.8)) -> None:
+        self.percentiles = percentiles
+        self.normalisation = "minmax"
+        self.model_name = "fake"
+        self.model = SimpleNamespace(img_size=256, prompt_encoder=SimpleNamespace(embed_dim=8, grid_size=(4, 4)))
+        self.calls = 0
+
+    def embed(self, plane: np.ndarray, limits: tuple[float, float] | None = None) -> Embedding:
+        self.calls += 1
+        value = float(np.mean(plane)) + (limits[1] if limits else 0.0)
+        features = torch.full((1, 8, 4, 4), value) + torch.arange(16.0).reshape(1, 1, 4, 4)
+        return Embedding(features, plane.shape[:2], (256, 256), 256, self.model_name)
+
+
+@pytest.fixture
+def stack() -> np.ndarray:
+    rng = np.random.default_rng(0)
+    return rng.integers(0, 1000, (3, 32, 32), dtype=np.uint16)
+
+
+def read_all(path, predictor, data):
+    layout = StackLayout.of(data)
+    store = EmbeddingStore.open(path, predictor, layout)
+    return [store.get(i, store.digest(data[i])) for i in layout.indices()]
+
+
+def test_round_trip_and_reuse(tmp_path, stack):
+    pred = FakePredictor()
+    assert embed_stack(pred, stack, tmp_path / "s.zarr") == (0, 3)
+    assert pred.calls == 3
+    assert embed_stack(pred, stack, tmp_path / "s.zarr") == (3, 3)
+    assert pred.calls == 3
+    for i, emb in enumerate(read_all(tmp_path / "s.zarr", pred, stack)):
+        direct = pred.embed(stack[i], limits=(0.0, 0.0))  # only the geometry is compared
+        assert (emb.original_size, emb.input_size, emb.img_size, emb.model_name) == \
+               (direct.original_size, direct.input_size, direct.img_size, direct.model_name)
+        assert emb.features.dtype == torch.float32 and emb.features.shape == (1, 8, 4, 4)
+
+
+def test_an_edited_plane_is_embedded_again(tmp_path, stack):
+    pred = FakePredictor()
+    embed_stack(pred, stack, tmp_path / "s.zarr")
+    edited = stack.copy()
+    edited[1, 5, 5] += 1
+    items = list(iter_embed_stack(pred, edited, tmp_path / "s.zarr"))
+    assert [item.hit for item in items] == [True, False, True]
+    assert pred.calls == 4
+
+
+def test_other_preprocessing_or_shape_starts_afresh(tmp_path, stack):
+    pred = FakePredictor()
+    embed_stack(pred, stack, tmp_path / "s.zarr")
+    assert embed_stack(FakePredictor(percentiles=(0.5, 99.5)), stack, tmp_path / "s.zarr") == (0, 3)
+    assert embed_stack(pred, stack[:2], tmp_path / "s.zarr") == (0, 2)
+    assert embed_stack(pred, stack[:2], tmp_path / "s.zarr") == (2, 2)
+
+
+def test_failed_write_leaves_the_plane_undone(tmp_path, stack, monkeypatch):
+    import zarr
+
+    pred = FakePredictor()
+    real_setitem = zarr.Array.__setitem__
+
+    def full_disk(self, key, value):
+        if self.basename == "features" and key == (1,):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_setitem(self, key, value)
+
+    monkeypatch.setattr(zarr.Array, "__setitem__", full_disk)
+    with pytest.raises(OSError, match="No space"):
+        embed_stack(pred, stack, tmp_path / "s.zarr")
+    monkeypatch.setattr(zarr.Array, "__setitem__", real_setitem)
+    items = list(iter_embed_stack(pred, stack, tmp_path / "s.zarr"))
+    assert [item.hit for item in items] == [True, False, False]
+
+
+def test_unreadable_digest_means_embed_again(tmp_path, stack):
+    pred = FakePredictor()
+    embed_stack(pred, stack, tmp_path / "s.zarr")
+    chunk = tmp_path / "s.zarr" / "digest" / "c" / "0" / "0"
+    assert chunk.is_file()
+    chunk.write_bytes(b"\x00garbage")  # a torn write
+    items = list(iter_embed_stack(pred, stack, tmp_path / "s.zarr"))
+    assert [item.hit for item in items] == [False, True, True]
+
+
+def test_interrupted_creation_starts_afresh(tmp_path, stack):
+    import zarr
+
+    pred = FakePredictor()
+    embed_stack(pred, stack, tmp_path / "s.zarr")
+    zarr.open_group(str(tmp_path / "s.zarr"), mode="a").attrs.put({})  # as if cut off while creating
+    assert embed_stack(pred, stack, tmp_path / "s.zarr") == (0, 3)
+
+
+def test_channel_axis_and_lazy_input(tmp_path):
+    from .test_imaging import ReadLog
+
+    data = np.random.default_rng(1).integers(0, 255, (4, 2, 16, 16)).astype(np.float32)
+    lazy = ReadLog(data, max_elements=2 * 16 * 16)
+    pred = FakePredictor()
+    assert embed_stack(pred, lazy, tmp_path / "s.zarr", channel_axis=1) == (0, 4)
+    assert len(lazy.reads) == 5  # the first plane once to describe the stack, then each plane
+    assert load_embedding(tmp_path / "s.zarr", (3,)) is not None
+
+
+def test_real_embeddings_round_trip_exactly(tmp_path, lite_predictor, nuclei3d):
+    planes = nuclei3d[0][10:12]
+    embed_stack(lite_predictor, planes, tmp_path / "s.zarr")
+    for i in range(2):
+        stored = load_embedding(tmp_path / "s.zarr", (i,))
+        direct = lite_predictor.embed(planes[i])
+        assert torch.equal(stored.features, direct.features.half().float())
+        assert (stored.original_size, stored.input_size, stored.img_size, stored.model_name) == \
+               (direct.original_size, direct.input_size, direct.img_size, direct.model_name)
+
+
+def test_cli_embeds_a_stack_once(tmp_path, nuclei3d, monkeypatch, capsys):
+    stack = nuclei3d[0][:12]  # 12 real slices, 61 x 57
+    tifffile.imwrite(tmp_path / "stack.tif", stack)
+    out = tmp_path / "stack.zarr"
+    args = ["embed", str(tmp_path / "stack.tif"), "-o", str(out), "--model", "lite_medsam", "--device", "cpu"]
+    assert main(args) == 0
+    assert "cache hit: 0/12 planes" in capsys.readouterr().out
+    import zarr
+
+    stored = zarr.open_group(str(out), mode="r")["features"].nbytes_stored()
+    assert stored / 12 <= MAX_BYTES_PER_PLANE, stored / 12
+
+    calls = []
+    real_embed = Predictor.embed
+
+    def counting_embed(self, image, limits=None):
+        calls.append(1)
+        return real_embed(self, image, limits)
+
+    monkeypatch.setattr(Predictor, "embed", counting_embed)
+    assert main(args) == 0
+    assert "cache hit: 12/12 planes" in capsys.readouterr().out
+    assert calls == []
+
+
+def test_cli_reports_bad_input(tmp_path, capsys):
+    assert main(["embed", str(tmp_path / "missing.tif"), "-o", str(tmp_path / "o.zarr")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    (tmp_path / "notes.txt").write_text("hello")
+    assert main(["embed", str(tmp_path / "notes.txt"), "-o", str(tmp_path / "o.zarr")]) == 2
+    assert "expected .tif" in capsys.readouterr().err
