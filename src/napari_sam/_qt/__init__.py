@@ -1,0 +1,5 @@
+"""The napari plugin's Qt side: the dock widget and its parts."""
+
+from .widget import SamWidget
+
+__all__ = ["SamWidget"]

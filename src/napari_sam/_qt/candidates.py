@@ -1,0 +1,167 @@
+"""The three candidate masks: shown in a Labels layer on the current plane, chosen with
+radio buttons or keys 1/2/3/N. The best-scored candidate is chosen first."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from napari.layers import Labels
+from napari.utils.colormaps import DirectLabelColormap
+from qtpy.QtCore import Signal
+from qtpy.QtWidgets import QButtonGroup, QHBoxLayout, QRadioButton, QWidget
+
+from ..engine import Index
+from ..predictor import Candidates
+from .planes import PlaneView
+from .prompts import PlanePrompts
+
+# One colour per candidate, so switching candidates is visible even when masks agree.
+_COLORS = {None: [0, 0, 0, 0], 0: [0, 0, 0, 0], 1: "#ffd21f", 2: "#1fd2ff", 3: "#ff6b1f"}
+
+
+class CandidateView:
+    """Owns the candidates Labels layer and which candidate is chosen."""
+
+    def __init__(self, viewer: Any) -> None:
+        self.viewer = viewer
+        self.layer: Labels | None = None
+        self.candidates: Candidates | None = None
+        self.selected = 0
+        self._drawn: tuple[PlaneView, Index] | None = None
+        self._where: tuple[PlaneView, Index] | None = None
+        viewer.layers.events.removed.connect(self._on_removed)
+
+    @property
+    def mask(self) -> np.ndarray | None:
+        """The chosen candidate's (H, W) mask, or None."""
+        return None if self.candidates is None else self.candidates.masks[self.selected]
+
+    @property
+    def where(self) -> tuple[PlaneView, Index] | None:
+        """The view and plane the current candidates belong to."""
+        return self._where if self.candidates is not None else None
+
+    def ensure(self, view: PlaneView) -> None:
+        """Create the layer for ``view`` unless one of the right shape exists."""
+        if self.layer is not None and self.layer.data.shape == view.shape:
+            return
+        self.remove()
+        scale, translate = view.scale_translate()
+        self.layer = Labels(np.zeros(view.shape, dtype=np.uint8), name="SAM candidates", scale=scale,
+                            translate=translate, opacity=0.55,
+                            colormap=DirectLabelColormap(color_dict=_COLORS))
+        self.layer.editable = False
+        active = self.viewer.layers.selection.active
+        self.viewer.layers.append(self.layer)
+        if active is not None and active in self.viewer.layers:
+            self.viewer.layers.selection.active = active
+
+    def show(self, candidates: Candidates, view: PlaneView, index: Index) -> None:
+        """Display new candidates for plane ``index``, choosing the best-scored one."""
+        self.candidates = candidates
+        self._where = (view, index)
+        self.selected = candidates.best
+        self._draw()
+
+    def select(self, i: int) -> bool:
+        """Choose candidate ``i``; False when there is no such candidate."""
+        if self.candidates is None or not 0 <= i < len(self.candidates):
+            return False
+        self.selected = i
+        self._draw()
+        return True
+
+    def next(self) -> bool:
+        return self.candidates is not None and self.select((self.selected + 1) % len(self.candidates))
+
+    def clear(self) -> None:
+        """Forget the candidates and erase them from the layer."""
+        self.candidates = None
+        self._erase()
+
+    def remove(self) -> None:
+        """Take the layer out of the viewer."""
+        self.clear()
+        layer, self.layer = self.layer, None
+        if layer is not None and layer in self.viewer.layers:
+            self.viewer.layers.remove(layer)
+
+    def _erase(self) -> None:
+        if self._drawn is not None and self.layer is not None:
+            view, index = self._drawn
+            if self.layer.data.shape == view.shape:
+                view.plane_of(self.layer.data, index)[...] = 0
+                self.layer.refresh()
+        self._drawn = None
+
+    def _draw(self) -> None:
+        self._erase()
+        if self.layer is None or self._where is None or self.candidates is None:
+            return
+        view, index = self._where
+        if self.layer.data.shape != view.shape:
+            return
+        view.plane_of(self.layer.data, index)[self.mask] = self.selected + 1
+        self._drawn = (view, index)
+        self.layer.refresh()
+
+    def _on_removed(self, event: Any) -> None:
+        if event.value is self.layer:
+            self.layer = None
+            self._drawn = None
+
+
+@dataclass
+class Refinement:
+    """SAM refines with the previous low-res logits when the user only adds points."""
+
+    key: Any = None
+    n_points: int = 0
+    box: np.ndarray | None = None
+    logits: np.ndarray | None = None
+
+    def remember(self, key: Any, prompts: PlanePrompts, candidates: Candidates) -> None:
+        self.key, self.n_points, self.box = key, len(prompts.points), prompts.box
+        self.logits = candidates.logits[candidates.best]
+
+    def mask_input(self, key: Any, prompts: PlanePrompts) -> np.ndarray | None:
+        """The last logits if ``prompts`` only add points to the last prompts on ``key``."""
+        if self.logits is None or key != self.key or len(prompts.points) <= self.n_points:
+            return None
+        if (self.box is None) != (prompts.box is None):
+            return None
+        same_box = self.box is None or np.array_equal(self.box, prompts.box)
+        return self.logits if same_box else None
+
+
+class CandidateButtons(QWidget):
+    """Three radio buttons, "1: 0.93", one per candidate with its predicted IoU."""
+
+    chosen = Signal(int)
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        layout = QHBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        self.group = QButtonGroup(self)
+        self.buttons = []
+        for i in range(3):
+            button = QRadioButton(f"{i + 1}: -")
+            button.setToolTip(f"Candidate {i + 1} and its predicted IoU (key {i + 1})")
+            self.group.addButton(button, i)
+            layout.addWidget(button)
+            self.buttons.append(button)
+        self.group.idClicked.connect(self.chosen.emit)
+        self.set_scores(None, 0)
+
+    def set_scores(self, scores: np.ndarray | None, selected: int) -> None:
+        """Show ``scores`` (or dashes when None) and check button ``selected``."""
+        n = 0 if scores is None else len(scores)
+        for i, button in enumerate(self.buttons):
+            button.setText(f"{i + 1}: {scores[i]:.2f}" if i < n else f"{i + 1}: -")
+            button.setEnabled(i < n)
+        self.group.setExclusive(n > 0)
+        for i, button in enumerate(self.buttons):
+            button.setChecked(n > 0 and i == selected)

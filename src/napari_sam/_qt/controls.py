@@ -1,0 +1,143 @@
+"""The dock widget's form: selectors, candidate buttons, action buttons, status lines.
+
+Plain Qt with no behaviour beyond keeping the layer lists current; :mod:`.widget` wires it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from qtpy.QtCore import Qt, Signal
+from qtpy.QtWidgets import (
+    QCheckBox, QComboBox, QFormLayout, QGroupBox, QHBoxLayout, QLabel, QPushButton, QRadioButton,
+    QVBoxLayout, QWidget,
+)
+
+from ..registry import list_models
+from .candidates import CandidateButtons
+
+SHORTCUTS = (
+    ("1 / 2 / 3", "choose a candidate"),
+    ("N", "next candidate"),
+    ("C", "commit the chosen candidate"),
+    ("X", "clear the prompts of this plane"),
+    ("T", "toggle positive / negative points"),
+    ("Shift+click", "point of the other polarity"),
+    ("Ctrl+Z", "undo (on the labels layer)"),
+)
+
+
+class LayerCombo(QComboBox):
+    """Layers of the viewer that pass ``accept``, kept current as layers come and go."""
+
+    layer_changed = Signal(object)
+
+    def __init__(self, viewer: Any, accept: Callable[[Any], bool], empty: str) -> None:
+        super().__init__()
+        self.viewer, self.accept, self.empty = viewer, accept, empty
+        for event in (viewer.layers.events.inserted, viewer.layers.events.removed):
+            event.connect(self.refresh)
+        compact(self)
+        self.currentIndexChanged.connect(lambda _: self.layer_changed.emit(self.layer()))
+        self.refresh()
+
+    def layer(self) -> Any:
+        return self.currentData()
+
+    def set_layer(self, layer: Any) -> None:
+        self.refresh()
+        i = self.findData(layer)
+        self.setCurrentIndex(max(i, 0))
+
+    def refresh(self, event: Any = None) -> None:
+        current = self.layer()
+        self.blockSignals(True)
+        self.clear()
+        self.addItem(self.empty, None)
+        for layer in self.viewer.layers:
+            if self.accept(layer):
+                self.addItem(layer.name, layer)
+                layer.events.name.connect(self.refresh)  # connecting twice is a no-op
+        i = self.findData(current) if current is not None else 0
+        self.setCurrentIndex(max(i, 0))
+        self.blockSignals(False)
+        if self.layer() is not current:
+            self.layer_changed.emit(self.layer())
+
+
+def compact(combo: QComboBox) -> None:
+    """Let long entries (model titles, layer names) shrink instead of widening the dock."""
+    combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+    combo.setMinimumContentsLength(14)
+
+
+def device_choices() -> list[str]:
+    out = ["auto", "cpu"]
+    if torch.cuda.is_available():
+        out += [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        out.append("mps")
+    return out
+
+
+class Controls(QWidget):
+    """All the widgets of the dock, laid out; no napari logic."""
+
+    def __init__(self, image_combo: LayerCombo, output_combo: LayerCombo) -> None:
+        super().__init__()
+        self.image, self.output = image_combo, output_combo
+        self.channels = QCheckBox("first axis holds channels")
+        self.channels.setToolTip("Combine the first axis (up to 3 channels) into the colours the model sees")
+        self.model = QComboBox()
+        for spec in list_models():
+            self.model.addItem(spec.title, spec.name)
+            self.model.setItemData(self.model.count() - 1, spec.notes or spec.title, Qt.ItemDataRole.ToolTipRole)
+        compact(self.model)
+        self.device = QComboBox()
+        self.device.addItems(device_choices())
+        self.box_mode = QRadioButton("box")
+        self.point_mode = QRadioButton("point")
+        self.negative = QCheckBox("negative (T)")
+        self.overwrite = QCheckBox("overwrite existing labels")
+        self.plane = QLabel("")
+        self.status = QLabel("select an image layer")
+        self.hint = QLabel("")
+        for label in (self.plane, self.status, self.hint):
+            label.setWordWrap(True)
+        self.hint.setStyleSheet("color: #ffb000")
+        self.candidates = CandidateButtons()
+        self.commit = QPushButton("Commit (C)")
+        self.clear = QPushButton("Clear (X)")
+        self.undo = QPushButton("Undo")
+        self._lay_out()
+
+    def _lay_out(self) -> None:
+        form = QFormLayout()
+        form.addRow("image", self.image)
+        form.addRow("", self.channels)
+        form.addRow("labels", self.output)
+        form.addRow("model", self.model)
+        form.addRow("device", self.device)
+        modes = QHBoxLayout()
+        for w in (self.box_mode, self.point_mode, self.negative):
+            modes.addWidget(w)
+        form.addRow("prompt", modes)
+        form.addRow("candidates", self.candidates)
+        buttons = QHBoxLayout()
+        for b in (self.commit, self.clear, self.undo):
+            buttons.addWidget(b)
+        help_box = QGroupBox("shortcuts (on the SAM prompt layers)")
+        help_layout = QVBoxLayout(help_box)
+        help_layout.addWidget(QLabel("<br>".join(f"<b>{k}</b>: {v}" for k, v in SHORTCUTS)))
+        layout = QVBoxLayout(self)
+        layout.addLayout(form)
+        layout.addWidget(self.overwrite)
+        layout.addLayout(buttons)
+        layout.addWidget(self.plane)
+        layout.addWidget(self.status)
+        layout.addWidget(self.hint)
+        layout.addWidget(help_box)
+        layout.addStretch(1)

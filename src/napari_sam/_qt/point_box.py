@@ -1,0 +1,118 @@
+"""Turn a click into a box, for box-only models (LiteMedSAM). Pure numpy/scipy/scikit-image.
+
+Around the click, the smoothed plane is thresholded half way between the local
+background and the click's own level (bright objects on dark, or dark on bright,
+whichever the click landed on); touching objects are split by a watershed, and the
+region under the click is the box. When no plausible region is found (a click on
+background, a flat plane) a fixed box scaled to the image is used.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage as ndi
+from skimage.morphology import h_maxima
+from skimage.segmentation import watershed
+
+Box = tuple[float, float, float, float]
+
+SPLIT_SIGMA = 1.0
+SPLIT_H = 0.05
+
+
+def default_half_size(shape: tuple[int, int]) -> int:
+    """Half-side of the search window: 1/16 of the shorter side, at least 12 pixels."""
+    return max(12, min(shape[:2]) // 16)
+
+
+def fixed_box(point: tuple[float, float], shape: tuple[int, int], half: int) -> Box:
+    """A square of side ``half`` (half the search window) centred on the click, clipped."""
+    r, c = point
+    h = half / 2
+    return _clip((r - h, c - h, r + h, c + h), shape)
+
+
+def box_from_click(plane: np.ndarray, point: tuple[float, float], half: int | None = None,
+                   pad: float = 0.0) -> Box:
+    """A (min_row, min_col, max_row, max_col) box around the object under ``point``.
+
+    ``plane`` is (H, W) or (H, W, C) of any numeric dtype; ``point`` is (row, col);
+    ``half`` is the search window's half-side; the box is widened by ``pad`` times its
+    size plus one pixel on each side (tight boxes suit LiteMedSAM best).
+    """
+    img = np.asarray(plane, dtype=np.float32)
+    if img.ndim == 3:
+        img = img.mean(axis=-1)
+    shape = img.shape
+    half = default_half_size(shape) if half is None else int(half)
+    r, c = (int(round(min(max(v, 0), n - 1))) for v, n in zip(point, shape))
+    for size in (half, 2 * half):
+        r0, c0 = max(r - size, 0), max(c - size, 0)
+        window = img[r0:r + size + 1, c0:c + size + 1]
+        region = _region_at(window, (r - r0, c - c0))
+        if region is None:
+            break
+        rows, cols = np.nonzero(region)
+        # Touching the window's edge means "maybe bigger than the window", unless that
+        # edge is the image's edge.
+        touches = (rows.min() == 0 < r0) or (cols.min() == 0 < c0) \
+            or (rows.max() == region.shape[0] - 1 and r0 + region.shape[0] < shape[0]) \
+            or (cols.max() == region.shape[1] - 1 and c0 + region.shape[1] < shape[1])
+        if touches and size == half:
+            continue  # the object may be bigger than the window: look wider once
+        if touches or rows.size < 9:
+            break
+        box = (rows.min() + r0, cols.min() + c0, rows.max() + r0, cols.max() + c0)
+        ph, pw = pad * (box[2] - box[0] + 1) + 1, pad * (box[3] - box[1] + 1) + 1
+        return _clip((box[0] - ph, box[1] - pw, box[2] + ph, box[3] + pw), shape)
+    return fixed_box((r, c), shape, half)
+
+
+def _region_at(window: np.ndarray, at: tuple[int, int]) -> np.ndarray | None:
+    """The connected same-side-of-Otsu region of the smoothed window containing ``at``."""
+    finite = np.isfinite(window)
+    if finite.sum() < 16:
+        return None
+    smooth = ndi.gaussian_filter(np.where(finite, window, np.nanmin(window[finite])), 1.0)
+    if np.ptp(smooth) <= 0:
+        return None
+    # Half way between the local background and the click's own level: adapts to each
+    # object's brightness and cuts the dim necks between touching objects.
+    level = smooth[max(at[0] - 1, 0):at[0] + 2, max(at[1] - 1, 0):at[1] + 2].mean()
+    lo, hi = np.percentile(smooth, (5, 95))
+    bright = abs(level - lo) >= abs(hi - level)
+    bg = lo if bright else hi
+    t = (level + bg) / 2
+    if abs(level - bg) < 0.1 * max(hi - lo, 1e-12):
+        return None  # the click is on background
+    side = smooth > t if bright else smooth < t
+    side = ndi.binary_opening(side, iterations=1) | (side & _disk_at(side.shape, at, 1))
+    labelled, _ = ndi.label(side)
+    lab = labelled[at]
+    return None if lab == 0 else _split_clump(labelled == lab, at, smooth, bright)
+
+
+def _split_clump(region: np.ndarray, at: tuple[int, int], smooth: np.ndarray, bright: bool) -> np.ndarray:
+    """Touching objects merge under a threshold: cut the region along watershed lines
+    of its distance transform plus intensity, and keep the basin under the click."""
+    dist = ndi.distance_transform_edt(region)
+    level = smooth if bright else -smooth
+    span = np.ptp(level[region]) or 1.0
+    # Distance (pixels) plus intensity scaled to a comparable range.
+    relief = ndi.gaussian_filter(dist / max(dist.max(), 1.0) + (level - level[region].min()) / span, SPLIT_SIGMA)
+    markers, n = ndi.label(h_maxima(relief, SPLIT_H) & region)
+    if n < 2:
+        return region
+    basins = watershed(-relief, markers, mask=region)
+    return basins == basins[at] if basins[at] else region
+
+
+def _disk_at(shape: tuple[int, int], at: tuple[int, int], radius: int) -> np.ndarray:
+    rr, cc = np.ogrid[:shape[0], :shape[1]]
+    return (rr - at[0]) ** 2 + (cc - at[1]) ** 2 <= radius ** 2
+
+
+def _clip(box: tuple[float, ...], shape: tuple[int, int]) -> Box:
+    h, w = shape[:2]
+    r0, c0, r1, c1 = box
+    return (float(max(r0, 0)), float(max(c0, 0)), float(min(r1, h - 1)), float(min(c1, w - 1)))

@@ -1,0 +1,76 @@
+"""Prompts of the plane on screen -> the decoder (on a worker) -> candidates on screen.
+
+Every change of prompt, plane, image or model bumps a generation counter, so a decoding
+that finishes after the user moved on is dropped instead of shown on the wrong plane.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from qtpy.QtCore import QObject, Signal
+
+from ..engine import Engine, Index
+from ..predictor import Candidates
+from .candidates import CandidateView, Refinement
+from .planes import PlaneView
+from .prompts import PromptLayers
+from .workers import Decoder
+
+
+class Predictions(QObject):
+    """Turns the prompts of one plane into candidates, refining as points are added."""
+
+    shown = Signal()  # candidates appeared or were cleared
+    status = Signal(str)
+    need_embedding = Signal()  # prompts wait for the plane's embedding
+
+    def __init__(self, prompts: PromptLayers, cands: CandidateView, parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self.prompts, self.cands = prompts, cands
+        self.decoder = Decoder(self)
+        self._gen = 0
+        self._refine = Refinement()
+        self.decoder.done.connect(self._on_decoded)
+        self.decoder.failed.connect(lambda message, _context: self.status.emit(f"prediction failed: {message}"))
+
+    @property
+    def busy(self) -> bool:
+        return self.decoder.busy
+
+    def clear(self) -> None:
+        """Drop the candidates and whatever decoding is still under way."""
+        self._gen += 1
+        self.cands.clear()
+        self.shown.emit()
+
+    def update(self, engine: Engine, view: PlaneView, index: Index, box_only: bool) -> None:
+        """Decode the prompts of plane ``index``; ask for its embedding if it is missing."""
+        prompts = self.prompts.for_plane(view, index, use_points=not box_only)
+        if prompts.empty:
+            self.clear()
+            self.status.emit("draw a box" + ("" if box_only else " or click a point") + " on an object")
+            return
+        embedding = engine.cached(view.source, index)
+        if embedding is None:
+            self.status.emit("embedding this plane ... your prompt is answered as soon as it is ready")
+            self.need_embedding.emit()
+            return
+        key = engine.key(view.source, index)
+        mask_input = self._refine.mask_input(key, prompts)
+        points = prompts.points if len(prompts.points) else None
+        labels = prompts.labels if points is not None else None
+        predictor = engine.predictor
+        self._gen += 1
+        context = (self._gen, view, index, key, prompts)
+        self.decoder.submit(lambda: predictor.predict(embedding, points, labels, prompts.box, mask_input), context)
+
+    def _on_decoded(self, candidates: Candidates, context: tuple[Any, ...]) -> None:
+        gen, view, index, key, prompts = context
+        if gen != self._gen:
+            return  # superseded by a newer prompt, plane, image or model
+        self.cands.ensure(view)  # back if the user deleted it
+        self.cands.show(candidates, view, index)
+        self._refine.remember(key, prompts, candidates)
+        self.shown.emit()
+        self.status.emit("choose a candidate (1/2/3), then commit (C)")

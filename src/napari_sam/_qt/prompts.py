@@ -1,0 +1,216 @@
+"""The prompt layers: a Points layer (positive/negative clicks) and a Shapes layer (boxes).
+
+They live in labels space (see :mod:`.planes`), so their data coordinates are the image's.
+Shift+click adds a point of the opposite polarity; :attr:`PromptLayers.negative` flips
+the default. The owner is told about every finished edit through ``on_change``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from napari.layers import Points, Shapes
+
+from ..engine import Index
+from .planes import PlaneView
+from .point_box import box_from_click
+
+POSITIVE_COLOR = np.array([0.2, 1.0, 0.2, 1.0])
+NEGATIVE_COLOR = np.array([1.0, 0.2, 0.8, 1.0])
+BOX_COLOR = "#ffd21f"
+_FINISHED = ("added", "changed", "removed")
+
+
+@dataclass(frozen=True)
+class PlanePrompts:
+    """Prompts of one plane, in plane pixels: points (N, 2), labels (N,), box or None."""
+
+    points: np.ndarray
+    labels: np.ndarray
+    box: np.ndarray | None
+
+    @property
+    def empty(self) -> bool:
+        return len(self.points) == 0 and self.box is None
+
+
+class PromptLayers:
+    """Creates, watches and reads the widget's Points and Shapes layers."""
+
+    def __init__(self, viewer: Any, on_change: Callable[[str], None], keys: dict[str, Callable[[], None]]) -> None:
+        self.viewer = viewer
+        self.on_change = on_change  # "points", "boxes", "cleared" or "removed" (layers deleted)
+        self.keys = keys
+        self.negative = False
+        self.points: Points | None = None
+        self.boxes: Shapes | None = None
+        self._shift = False
+        self._muted = 0
+        viewer.layers.events.removed.connect(self._on_removed)
+
+    # ---------------------------------------------------------------- layers
+
+    def ensure(self, view: PlaneView) -> None:
+        """Create the layers for ``view`` if missing or built for another geometry."""
+        scale, translate = view.scale_translate()
+        for name in ("points", "boxes"):
+            layer = getattr(self, name)
+            if layer is not None and (layer.ndim != view.ndim or not np.allclose(layer.scale, scale)
+                                      or not np.allclose(layer.translate, translate)):
+                self._drop(layer)
+        if self.boxes is None:
+            self.boxes = Shapes(ndim=view.ndim, name="SAM boxes", scale=scale, translate=translate,
+                                edge_color=BOX_COLOR, face_color="transparent", edge_width=2)
+            self._setup(self.boxes, "boxes")
+        if self.points is None:
+            self.points = Points(ndim=view.ndim, name="SAM points", scale=scale, translate=translate,
+                                 features={"positive": np.zeros(0, dtype=bool)},
+                                 face_color=POSITIVE_COLOR, border_color="white", size=8)
+            self.points.feature_defaults = {"positive": True}
+            self.points.mouse_drag_callbacks.insert(0, self._remember_shift)
+            self._setup(self.points, "points")
+
+    def _setup(self, layer: Any, kind: str) -> None:
+        layer.events.data.connect(lambda event: self._on_data(kind, event))
+        for key, action in self.keys.items():
+            layer.bind_key(key, lambda _layer, action=action: action(), overwrite=True)
+        self._muted += 1
+        try:
+            self.viewer.layers.append(layer)
+        finally:
+            self._muted -= 1
+
+    def activate(self, kind: str) -> None:
+        """Make the points ("points") or boxes ("boxes") layer active, in its add mode."""
+        layer = self.points if kind == "points" else self.boxes
+        if layer is None:
+            return
+        layer.mode = "add" if kind == "points" else "add_rectangle"
+        self.viewer.layers.selection.active = layer
+
+    def remove(self) -> None:
+        """Take both layers out of the viewer (the widget is closing or the image went)."""
+        for layer in (self.points, self.boxes):
+            if layer is not None:
+                self._drop(layer)
+
+    def _drop(self, layer: Any) -> None:
+        if layer is self.points:
+            self.points = None
+        if layer is self.boxes:
+            self.boxes = None
+        if layer in self.viewer.layers:
+            self.viewer.layers.remove(layer)
+
+    def _on_removed(self, event: Any) -> None:
+        layer = event.value
+        if layer is self.points or layer is self.boxes:
+            self.points = None if layer is self.points else self.points
+            self.boxes = None if layer is self.boxes else self.boxes
+            self.on_change("removed")
+
+    # ---------------------------------------------------------------- events
+
+    def _remember_shift(self, layer: Points, event: Any) -> None:
+        self._shift = "Shift" in event.modifiers
+
+    def _on_data(self, kind: str, event: Any) -> None:
+        action = str(getattr(event, "action", "changed"))
+        if self._muted or action not in _FINISHED:
+            return
+        if kind == "points" and action == "added":
+            self._mark_new_points(event)
+        self.on_change(kind)
+
+    def _mark_new_points(self, event: Any) -> None:
+        layer = self.points
+        if layer is None:
+            return
+        positive = self.negative == self._shift  # shift flips the default polarity
+        self._shift = False
+        new = [i % len(layer.data) for i in getattr(event, "data_indices", (-1,))]
+        feats = layer.features
+        feats.loc[new, "positive"] = positive
+        self.restyle()
+
+    def restyle(self) -> None:
+        """Colour and shape points by polarity: green discs (+), magenta crosses (-)."""
+        layer = self.points
+        if layer is None or len(layer.data) == 0:
+            return
+        pos = layer.features["positive"].to_numpy(dtype=bool)
+        layer.face_color = np.where(pos[:, None], POSITIVE_COLOR, NEGATIVE_COLOR)
+        layer.symbol = np.where(pos, "disc", "cross")
+
+    # ---------------------------------------------------------------- reading
+
+    def for_plane(self, view: PlaneView, index: Index, use_points: bool = True) -> PlanePrompts:
+        """The prompts drawn on plane ``index``: points, labels, and the newest box."""
+        pts, labels = np.zeros((0, 2)), np.zeros(0, dtype=np.int64)
+        if use_points and self.points is not None and len(self.points.data):
+            on = view.on_plane(self.points.data, index)
+            pts = view.to_plane(self.points.data[on])
+            labels = self.points.features["positive"].to_numpy(dtype=bool)[on].astype(np.int64)
+        box = None
+        if self.boxes is not None:
+            for shape in reversed(self.boxes.data):
+                if view.on_plane(shape, index).all():
+                    rc = view.to_plane(shape)
+                    box = np.concatenate([rc.min(axis=0), rc.max(axis=0)])
+                    break
+        return PlanePrompts(pts, labels, box)
+
+    def add_box(self, view: PlaneView, index: Index, box: tuple[float, float, float, float]) -> None:
+        """Draw a rectangle (plane pixels) on plane ``index``."""
+        if self.boxes is None:
+            return
+        r0, c0, r1, c1 = box
+        corners = view.from_plane(np.array([[r0, c0], [r0, c1], [r1, c1], [r1, c0]]), index)
+        self.boxes.add_rectangles(corners)
+
+    def points_to_boxes(self, view: PlaneView) -> tuple[int, int]:
+        """For box-only models: a box around the object under each positive point.
+
+        All points are removed. Returns (boxes added, negative points dropped).
+        """
+        points = self.points
+        if points is None or not len(points.data):
+            return 0, 0
+        positive = points.features["positive"].to_numpy(dtype=bool)
+        added = 0
+        for coords in points.data[positive]:
+            index = tuple(int(round(coords[j])) for j in view.stack_axes)
+            rc = view.to_plane(coords)[0]
+            inside = all(0 <= i < n for i, n in zip(index, view.source.stack_shape)) and all(
+                -0.5 <= v < n - 0.5 for v, n in zip(rc, view.plane_shape))
+            if inside:
+                self.add_box(view, index, box_from_click(view.source.plane(index), tuple(rc)))
+                added += 1
+        self._muted += 1
+        try:
+            points.selected_data = set(range(len(points.data)))
+            points.remove_selected()
+        finally:
+            self._muted -= 1
+        return added, int((~positive).sum())
+
+    def clear(self, view: PlaneView, index: Index) -> None:
+        """Delete the prompts on plane ``index``; report one change."""
+        self._muted += 1
+        try:
+            if self.points is not None and len(self.points.data):
+                on = np.nonzero(view.on_plane(self.points.data, index))[0]
+                if len(on):
+                    self.points.selected_data = {int(i) for i in on}
+                    self.points.remove_selected()
+            if self.boxes is not None and self.boxes.nshapes:
+                on = [i for i, s in enumerate(self.boxes.data) if view.on_plane(s, index).all()]
+                if on:
+                    self.boxes.selected_data = set(on)
+                    self.boxes.remove_selected()
+        finally:
+            self._muted -= 1
+        self.on_change("cleared")

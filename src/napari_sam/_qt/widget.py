@@ -1,0 +1,336 @@
+"""The napari dock widget: image, model, prompts -> three scored candidates -> undoable commit.
+
+This module only wires things together. Plane geometry lives in :mod:`.planes`, prompt
+layers in :mod:`.prompts`, candidate display in :mod:`.candidates`, the commit in
+:mod:`.commit`, decoding in :mod:`.predictions` and all model work in :mod:`.workers`
+(never on the GUI thread).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from napari.layers import Image, Labels
+from napari.utils.notifications import show_warning
+from qtpy.QtCore import QTimer
+from qtpy.QtWidgets import QVBoxLayout, QWidget
+
+from ..engine import Engine, EmbeddingCache, Index, PlaneReady
+from ..registry import get_spec
+from ..weights import checkpoint_status
+from .candidates import CandidateView
+from .commit import commit_mask, new_output_layer
+from .controls import Controls, LayerCombo
+from .planes import PlaneView, displayed_axes
+from .prompts import PromptLayers
+from .predictions import Predictions
+from .workers import Embedder, ModelLoader
+
+PREFETCH = 1  # neighbouring planes embedded ahead, each side
+SCRUB_DELAY_MS = 80
+BOX_HINT = ("{model} is trained on boxes: your click became a box around the object under it. "
+            "Drag a rectangle for full control.")
+
+
+class SamWidget(QWidget):
+    """Segment Anything in napari: prompts, three candidates with scores, commit, undo."""
+
+    def __init__(self, napari_viewer: Any, cache: EmbeddingCache | None = None) -> None:
+        super().__init__()
+        self.viewer = viewer = napari_viewer
+        self.cache = cache if cache is not None else EmbeddingCache()
+        self.engine: Engine | None = None
+        self.view: PlaneView | None = None
+        self.index: Index | None = None
+        self._image: Image | None = None
+        self._axis = -1  # stack axis moved last: prefetch along it
+        self._model_token = 0
+        self.embedder = Embedder(self)
+        self.loader = ModelLoader(self.cache, self)
+        keys = {"1": lambda: self.choose(0), "2": lambda: self.choose(1), "3": lambda: self.choose(2),
+                "N": self.next_candidate, "C": self.commit, "X": self.clear, "T": self.toggle_negative}
+        self.prompts = PromptLayers(viewer, self._on_prompts, keys)
+        self.cands = CandidateView(viewer)
+        self.predictions = Predictions(self.prompts, self.cands, self)
+        self.ui = Controls(LayerCombo(viewer, lambda layer: isinstance(layer, Image), "(choose an image)"),
+                           LayerCombo(viewer, self._fits_output, "(new labels layer)"))
+        QVBoxLayout(self).addWidget(self.ui)
+        # Layer and dims events arrive mid-change (even while napari clears the layer
+        # list): rebuild once, after the event loop settles, never inside them.
+        self._rebuild_timer = QTimer(self)
+        self._rebuild_timer.setSingleShot(True)
+        self._rebuild_timer.timeout.connect(self._rebuild_view)
+        # While the user scrubs through planes, embed only where they stop; the short
+        # delay also lets napari draw the new plane before the encoder competes for CPU.
+        self._request_timer = QTimer(self)
+        self._request_timer.setSingleShot(True)
+        self._request_timer.timeout.connect(self._request_embedding)
+        self._connect()
+        self._load_model()
+        self._pick_first_image()
+
+    # ------------------------------------------------------------------ wiring
+
+    def _connect(self) -> None:
+        ui, v = self.ui, self.viewer
+        ui.image.layer_changed.connect(self.set_image)
+        ui.channels.toggled.connect(self.schedule_rebuild)
+        ui.model.currentIndexChanged.connect(lambda _: self._load_model())
+        ui.device.currentIndexChanged.connect(lambda _: self._load_model())
+        ui.box_mode.toggled.connect(lambda on: on and self._activate("boxes"))
+        ui.point_mode.toggled.connect(lambda on: on and self._activate("points"))
+        ui.negative.toggled.connect(lambda on: setattr(self.prompts, "negative", on))
+        ui.candidates.chosen.connect(self.choose)
+        ui.commit.clicked.connect(self.commit)
+        ui.clear.clicked.connect(self.clear)
+        ui.undo.clicked.connect(self.undo)
+        self.embedder.ready.connect(self._on_plane_ready)
+        self.embedder.failed.connect(self._on_failure)
+        self.predictions.shown.connect(self._show_scores)
+        self.predictions.status.connect(self._set_status)
+        self.predictions.need_embedding.connect(self._request_embedding)
+        self.loader.loaded.connect(self._on_model_loaded)
+        self.loader.failed.connect(self._on_model_failed)
+        v.dims.events.current_step.connect(self._on_dims)
+        v.dims.events.ndisplay.connect(self.schedule_rebuild)
+        v.dims.events.order.connect(self.schedule_rebuild)
+        v.layers.events.inserted.connect(self._pick_first_image)
+
+    def _pick_first_image(self, event: Any = None) -> None:
+        if self._image is None and self.ui.image.count() > 1:
+            self.ui.image.setCurrentIndex(1)
+
+    def _fits_output(self, layer: Any) -> bool:
+        return (isinstance(layer, Labels) and layer is not self.cands.layer
+                and self.view is not None and tuple(layer.data.shape) == self.view.shape)
+
+    @property
+    def box_only(self) -> bool:
+        """The loaded model was trained on boxes alone (LiteMedSAM): clicks become boxes."""
+        spec = getattr(getattr(self.engine, "predictor", None), "model", None)
+        spec = getattr(spec, "spec", None)
+        return bool(spec is not None and spec.box_only)
+
+    # ------------------------------------------------------------------ model
+
+    def _load_model(self) -> None:
+        self._model_token += 1
+        name, device = self.ui.model.currentData(), self.ui.device.currentText()
+        self.engine = None
+        self.embedder.set_engine(None)
+        self._clear_candidates()
+        spec = get_spec(name)
+        how = "downloading (see the activity dock)" if checkpoint_status(spec)[0] == "needs download" else "loading"
+        self._set_status(f"{how} {spec.title} on {device} ...")
+        self.loader.load(name, device, self._model_token)
+
+    def _on_model_loaded(self, engine: Engine, token: int) -> None:
+        if token != self._model_token:
+            return  # a newer choice is already loading
+        self.engine = engine
+        self.embedder.set_engine(engine)
+        self._set_status(f"model ready: {engine.model_name} on {engine.predictor.device}")
+        (self.ui.box_mode if self.box_only else self.ui.point_mode).setChecked(True)
+        self._activate("boxes" if self.box_only else "points")
+        self.index = None
+        self._on_dims()
+
+    def _on_model_failed(self, message: str, token: int) -> None:
+        if token == self._model_token:
+            self._on_failure(message)
+
+    def _on_failure(self, message: str) -> None:
+        self._set_status(message)
+        show_warning(f"SAM: {message}")
+
+    # ------------------------------------------------------------------ image and planes
+
+    def set_image(self, layer: Image | None) -> None:
+        """Work on ``layer`` (None: on nothing); prompts and candidates start afresh."""
+        geometry = ("data", "scale", "translate")
+        if self._image is not None:
+            for name in geometry:
+                getattr(self._image.events, name).disconnect(self.schedule_rebuild)
+        self._image = layer
+        if layer is not None:
+            for name in geometry:
+                getattr(layer.events, name).connect(self.schedule_rebuild)
+        self.schedule_rebuild()
+
+    def schedule_rebuild(self, event: Any = None) -> None:
+        """Re-read the image geometry and slice soon (coalesced, outside layer events)."""
+        self._rebuild_timer.start(0)
+
+    def _rebuild_view(self) -> None:
+        self.embedder.cancel()
+        self._clear_candidates()
+        if self._image is not None and self._image not in self.viewer.layers:
+            self._image = None
+        self.view, self.index, layer = None, None, self._image
+        self._show_plane_state()
+        if layer is None:
+            self.prompts.remove()
+            self.cands.remove()
+            self._set_status("select an image layer")
+            return
+        axes = displayed_axes(self.viewer, layer)
+        if axes is None:
+            self._set_status("switch to the 2D view (Ctrl+Y) to segment planes")
+            return
+        channel = 0 if self.ui.channels.isChecked() and not layer.rgb and layer.ndim >= 3 else None
+        try:
+            self.view = PlaneView.from_layer(layer, axes, channel)
+        except (ValueError, IndexError) as exc:
+            self._set_status(f"cannot use {layer.name!r}: {exc}")
+            return
+        self.cands.ensure(self.view)
+        self.prompts.ensure(self.view)
+        self.ui.output.refresh()
+        self._activate("boxes" if self.ui.box_mode.isChecked() else "points")
+        self._on_dims()
+
+    def _on_dims(self, event: Any = None) -> None:
+        if self.view is None:
+            return
+        index = self.view.index_at(self.viewer.dims.point)
+        if index == self.index:
+            return
+        if self.index is not None:
+            moved = [k for k, (a, b) in enumerate(zip(index, self.index)) if a != b]
+            self._axis = moved[0] if moved else self._axis
+        self.index = index
+        self._clear_candidates()
+        self._request_timer.start(SCRUB_DELAY_MS)
+        self._show_plane_state()
+        self._predict()
+
+    def _request_embedding(self) -> None:
+        if self.view is not None and self.index is not None:
+            self.embedder.request(self.view.source, self.index, PREFETCH, self._axis)
+        self._show_plane_state()
+
+    def _on_plane_ready(self, item: PlaneReady) -> None:
+        self._show_plane_state()
+        if self.engine is None or self.view is None or self.index is None:
+            return
+        if item.key == self.engine.key(self.view.source, self.index):
+            self._predict()
+
+    def _show_plane_state(self) -> None:
+        """One line on the embedding of the plane on screen."""
+        view, index, engine = self.view, self.index, self.engine
+        if view is None or index is None or engine is None:
+            self.ui.plane.setText("")
+            return
+        where = f"plane {', '.join(map(str, index))}" if index else "image"
+        if engine.key(view.source, index) in engine.cache:
+            state = "embedded, prompts answer at once"
+        elif self.embedder.busy:
+            state = f"embedding ... ({engine.pending()} more planes queued)"
+        else:
+            state = "waiting to be embedded"
+        self.ui.plane.setText(f"{where}: {state}")
+
+    # ------------------------------------------------------------------ prompts -> candidates
+
+    def _on_prompts(self, kind: str) -> None:
+        if kind == "removed":
+            self._clear_candidates()
+            self._set_hint("prompt layers deleted: press Clear or pick box/point to bring them back")
+        elif kind == "points" and self.box_only:
+            QTimer.singleShot(0, self._points_to_boxes)  # not inside the layer's own event
+        else:
+            self._predict()
+
+    def _points_to_boxes(self) -> None:
+        """Box-only model: each positive click becomes a box around the object under it."""
+        if self.view is None:
+            return
+        added, dropped = self.prompts.points_to_boxes(self.view)
+        if added or dropped:
+            model = self.engine.model_name if self.engine else "this model"
+            self._set_hint(BOX_HINT.format(model=model) + (" Negative points are ignored." if dropped else ""))
+
+    def _predict(self) -> None:
+        if self.view is not None and self.index is not None and self.engine is not None:
+            self.predictions.update(self.engine, self.view, self.index, self.box_only)
+
+    # ------------------------------------------------------------------ actions
+
+    def choose(self, i: int) -> None:
+        """Choose candidate ``i`` (0-based)."""
+        if self.cands.select(i):
+            self._show_scores()
+
+    def next_candidate(self) -> None:
+        if self.cands.next():
+            self._show_scores()
+
+    def toggle_negative(self) -> None:
+        self.ui.negative.setChecked(not self.ui.negative.isChecked())
+
+    def commit(self) -> int | None:
+        """Write the chosen candidate into the output labels under a new id."""
+        where, mask = self.cands.where, self.cands.mask
+        if where is None or mask is None:
+            self._set_status("nothing to commit: draw a box around an object first")
+            return None
+        view, index = where
+        labels = self.ui.output.layer()
+        if labels is None:
+            labels = new_output_layer(self.viewer, view)
+            self.ui.output.set_layer(labels)
+        try:
+            new_id = commit_mask(labels, mask, view, index, overwrite=self.ui.overwrite.isChecked())
+        except ValueError as exc:
+            self._set_status(f"nothing committed: {exc}")
+            return None
+        if new_id is None:
+            self._set_status("nothing committed: the mask lies on existing objects (tick overwrite to replace)")
+            return None
+        self.prompts.clear(view, index)
+        self._set_status(f"committed object {new_id} to {labels.name!r} (Undo, or Ctrl+Z on that layer)")
+        return new_id
+
+    def undo(self) -> None:
+        labels = self.ui.output.layer()
+        if labels is None:
+            self._set_status("nothing to undo: no labels layer chosen")
+        else:
+            labels.undo()
+
+    def clear(self) -> None:
+        """Clear the prompts of the current plane (and bring deleted prompt layers back)."""
+        if self.view is None or self.index is None:
+            return
+        self.prompts.ensure(self.view)
+        self.cands.ensure(self.view)
+        self.prompts.clear(self.view, self.index)
+        self._set_hint("")
+
+    def _activate(self, kind: str) -> None:
+        if self.view is not None:
+            self.prompts.ensure(self.view)
+            self.prompts.activate(kind)
+        boxes_only = kind == "points" and self.box_only and self.engine is not None
+        self._set_hint(f"{self.engine.model_name} is trained on boxes: a click becomes a box around the "
+                       "object under it" if boxes_only else "")
+
+    # ------------------------------------------------------------------ display
+
+    def _clear_candidates(self) -> None:
+        self.predictions.clear()
+
+    def _show_scores(self) -> None:
+        c = self.cands.candidates
+        self.ui.candidates.set_scores(None if c is None else c.scores, self.cands.selected)
+
+    def _set_status(self, text: str) -> None:
+        self.ui.status.setText(text)
+
+    def _set_hint(self, text: str) -> None:
+        self.ui.hint.setText(text)
+
+    def closeEvent(self, event: Any) -> None:  # noqa: N802 (Qt name)
+        self.embedder.cancel()
+        super().closeEvent(event)

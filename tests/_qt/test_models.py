@@ -1,0 +1,62 @@
+"""Model selection: a model that needs downloading shows its progress in napari's activity
+dock; the download here is real, from a local file:// URL into a temporary cache."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from napari_sam.registry import get_spec, register, unregister
+from napari_sam.weights import CACHE_ENV, locate_bundled
+
+from .conftest import TIMEOUT_MS, idle
+
+
+@pytest.fixture
+def downloadable(tmp_path, monkeypatch):
+    """LiteMedSAM's weights registered as a model that must be fetched from a URL."""
+    base = get_spec("lite_medsam")
+    source = locate_bundled(base)
+    spec = dataclasses.replace(base, name="lite_download", title="LiteMedSAM (downloaded)", aliases=(),
+                               bundled=None, filename="lite_download.pth", url=source.as_uri())
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path / "cache"))
+    register(spec, replace=True)
+    yield spec
+    unregister(spec.name)
+
+
+def test_download_progress_then_the_model_is_used(sam, qtbot, downloadable, nuclei2d):
+    image, _ = nuclei2d
+    viewer, widget = sam(image)
+    seen = []  # connected after the loader's own slot: sees the bar that slot made
+    widget.loader.downloading.connect(lambda done, total: seen.append((done, total, widget.loader._bar)))
+
+    widget.ui.model.setCurrentIndex(widget.ui.model.findData("lite_download"))
+    assert "downloading" in widget.ui.status.text()
+    qtbot.waitUntil(lambda: widget.engine is not None and widget.engine.model_name == "lite_download",
+                    timeout=TIMEOUT_MS)
+    size = downloadable.size_bytes
+    assert seen and seen[-1][:2] == (size, size)
+    bar = seen[-1][2]
+    assert bar is not None and bar.desc.startswith("SAM: downloading weights") and bar.n == size
+    assert widget.loader._bar is None  # closed when the load finished
+    idle(qtbot, widget)
+    assert widget.engine.key(widget.view.source, widget.index) in widget.cache
+
+
+def test_a_failing_model_load_reports_and_keeps_the_widget_usable(sam, qtbot, downloadable, nuclei2d):
+    image, _ = nuclei2d
+    viewer, widget = sam(image)
+    broken = dataclasses.replace(downloadable, name="lite_broken", title="broken", filename="broken.pth",
+                                 url=downloadable.url + ".missing")
+    register(broken, replace=True)
+    try:
+        widget.ui.model.addItem(broken.title, broken.name)
+        widget.ui.model.setCurrentIndex(widget.ui.model.findData("lite_broken"))
+        qtbot.waitUntil(lambda: "could not load lite_broken" in widget.ui.status.text(), timeout=TIMEOUT_MS)
+        assert widget.engine is None
+        widget.ui.model.setCurrentIndex(widget.ui.model.findData("lite_medsam"))
+        qtbot.waitUntil(lambda: widget.engine is not None, timeout=TIMEOUT_MS)
+    finally:
+        unregister(broken.name)

@@ -1,0 +1,227 @@
+"""The embedding engine: byte-budget LRU in float16, plane sources, queue priority,
+cancellation and invalidation. A fake predictor stands in where the model is irrelevant."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+import torch
+
+from napari_sam.engine import EmbeddingCache, Engine, PlaneSource, data_signature
+from napari_sam.predictor import Embedding
+
+
+def fake_embedding(value: float = 1.0, side: int = 8) -> Embedding:
+    feats = torch.full((1, 4, side, side), value, dtype=torch.float32)
+    return Embedding(feats, (16, 16), (16, 16), 16, "fake")
+
+
+class FakePredictor:
+    """Records the planes it embeds; each embedding holds the plane's mean."""
+
+    model_name = "fake"
+    percentiles = (1.0, 99.8)
+    device = torch.device("cpu")
+
+    def __init__(self, gate: threading.Event | None = None) -> None:
+        self.seen: list[float] = []
+        self.gate = gate
+
+    def embed(self, plane: np.ndarray) -> Embedding:
+        if self.gate is not None:
+            self.gate.wait(5)
+        self.seen.append(float(np.mean(plane)))
+        return fake_embedding(float(np.mean(plane)))
+
+
+def stack(n: int = 6) -> np.ndarray:
+    """Plane i is filled with the value i."""
+    return np.repeat(np.arange(n, dtype=np.float32)[:, None, None], 16, axis=1).repeat(16, axis=2)
+
+
+# ------------------------------------------------------------------ cache
+
+
+def test_cache_stores_float16_on_cpu_and_returns_float32():
+    cache = EmbeddingCache()
+    emb = fake_embedding(0.1234567)
+    cache.put(("k",), emb)
+    stored = cache._items[("k",)]
+    assert stored.features.dtype == torch.float16 and stored.features.device.type == "cpu"
+    assert cache.nbytes == emb.features.numel() * 2
+    got = cache.get(("k",))
+    assert got.features.dtype == torch.float32
+    assert torch.allclose(got.features, emb.features, atol=1e-3)
+    assert got.original_size == emb.original_size and got.model_name == "fake"
+
+
+def test_cache_evicts_least_recently_used_by_bytes():
+    one = fake_embedding().features.numel() * 2  # bytes of one stored embedding
+    cache = EmbeddingCache(max_bytes=3 * one)
+    for k in "abc":
+        cache.put((k,), fake_embedding())
+    assert cache.get(("a",)) is not None  # "a" becomes the most recently used
+    cache.put(("d",), fake_embedding())
+    assert ("b",) not in cache and all((k,) in cache for k in "acd")
+    assert cache.nbytes == 3 * one
+    cache.put(("big",), fake_embedding(side=16))  # 4x the bytes: larger than the budget
+    assert ("big",) not in cache and len(cache) == 3
+
+
+def test_cache_replacing_a_key_keeps_the_byte_count():
+    cache = EmbeddingCache()
+    cache.put(("k",), fake_embedding(1.0))
+    cache.put(("k",), fake_embedding(2.0))
+    assert len(cache) == 1 and cache.nbytes == fake_embedding().features.numel() * 2
+    assert float(cache.get(("k",)).features[0, 0, 0, 0]) == 2.0
+
+
+# ------------------------------------------------------------------ sources
+
+
+def test_plane_source_reads_planes_and_handles_axes():
+    data = np.arange(2 * 3 * 4 * 5).reshape(2, 3, 4, 5)
+    src = PlaneSource(data)
+    assert src.stack_axes == (0, 1) and src.stack_shape == (2, 3)
+    np.testing.assert_array_equal(src.plane((1, 2)), data[1, 2])
+    transposed = PlaneSource(data, plane_axes=(3, 2))  # rows along axis 3
+    np.testing.assert_array_equal(transposed.plane((1, 2)), data[1, 2].T)
+    chan = PlaneSource(data, channel_axis=0)  # 2 channels -> RGB with an empty blue
+    plane = chan.plane((1,))
+    assert plane.shape == (4, 5, 3)
+    np.testing.assert_array_equal(plane[..., 0], data[0, 1])
+    np.testing.assert_array_equal(plane[..., 1], data[1, 1])
+    assert not plane[..., 2].any()
+    rgb = PlaneSource(np.zeros((3, 4, 5, 3), np.uint8), rgb=True)
+    assert rgb.stack_shape == (3,) and rgb.plane((2,)).shape == (4, 5, 3)
+    with pytest.raises(IndexError):
+        src.plane((2, 0))
+    with pytest.raises(ValueError):
+        PlaneSource(data, plane_axes=(2, 2))
+    with pytest.raises(ValueError, match="4 channels"):
+        PlaneSource(np.zeros((4, 5, 6)), channel_axis=0)
+
+
+def test_neighbours_are_nearest_first_and_clipped():
+    src = PlaneSource(stack(5))
+    assert src.neighbours((2,), 2) == [(3,), (1,), (4,), (0,)]
+    assert src.neighbours((0,), 1) == [(1,)]
+    assert PlaneSource(np.zeros((4, 4))).neighbours((), 3) == []
+
+
+def test_signature_changes_with_data_and_reads_only_a_sample():
+    a = np.random.default_rng(0).random((4, 64, 64))
+    b = a.copy()
+    assert data_signature(a)[1:3] == data_signature(b)[1:3]
+    assert data_signature(a) != data_signature(b)  # another array: another identity
+    before = data_signature(a)
+    a[:, ::2, ::2] += 1  # an edit that the strided sample sees
+    assert data_signature(a) != before
+    dask = pytest.importorskip("dask.array")
+    d = dask.from_array(b, chunks=(1, 64, 64))
+    assert data_signature(d) == data_signature(dask.from_array(b, chunks=(1, 64, 64)))
+    assert data_signature(d) != data_signature(d + 1)
+
+
+def test_memmap_and_dask_sources_read_one_plane(tmp_path):
+    data = stack(4)
+    mm = np.lib.format.open_memmap(tmp_path / "s.npy", mode="w+", dtype=np.float32, shape=data.shape)
+    mm[:] = data
+    engine = Engine(FakePredictor())
+    assert float(engine.embedding(PlaneSource(mm), (2,)).features[0, 0, 0, 0]) == 2.0
+    dask = pytest.importorskip("dask.array")
+    lazy = dask.from_array(data, chunks=(1, 16, 16))
+    assert float(engine.embedding(PlaneSource(lazy), (3,)).features[0, 0, 0, 0]) == 3.0
+
+
+# ------------------------------------------------------------------ engine
+
+
+def test_embedding_is_cached_per_plane():
+    pred = FakePredictor()
+    engine = Engine(pred)
+    src = PlaneSource(stack())
+    first = engine.embedding(src, (3,))
+    again = engine.embedding(src, (3,))
+    assert pred.seen == [3.0]
+    assert torch.equal(first.features, again.features) and engine.cached(src, (4,)) is None
+
+
+def test_changed_image_invalidates():
+    pred = FakePredictor()
+    engine = Engine(pred)
+    data = stack()
+    engine.embedding(PlaneSource(data), (1,))
+    data[1] += 10  # edited in place: a new source sees a new signature
+    assert engine.cached(PlaneSource(data), (1,)) is None
+    assert float(engine.embedding(PlaneSource(data), (1,)).features[0, 0, 0, 0]) == 11.0
+    assert pred.seen == [1.0, 11.0]
+
+
+def test_request_puts_the_current_plane_first_then_neighbours():
+    pred = FakePredictor()
+    engine = Engine(pred)
+    src = PlaneSource(stack(8))
+    engine.request(src, (5,), prefetch=2)
+    done = [item.index for item in engine.run()]
+    assert done == [(5,), (6,), (4,), (7,), (3,)]
+    assert pred.seen == [5.0, 6.0, 4.0, 7.0, 3.0]
+
+
+def test_new_request_jumps_ahead_of_prefetching():
+    pred = FakePredictor()
+    engine = Engine(pred)
+    src = PlaneSource(stack(8))
+    engine.request(src, (1,), prefetch=2)
+    run = engine.run()
+    assert next(run).index == (1,)
+    engine.request(src, (6,), prefetch=1)  # the user moved while plane 1 was embedding
+    rest = [item.index for item in run]
+    assert rest == [(6,), (7,), (5,)]
+    engine.request(src, (6,), prefetch=1)  # all cached: nothing to do
+    assert engine.pending() == 0
+
+
+def test_cancel_stops_between_planes():
+    gate = threading.Event()
+    pred = FakePredictor(gate)
+    engine = Engine(pred)
+    src = PlaneSource(stack(8))
+    engine.request(src, (4,), prefetch=3)
+    got = []
+    worker = threading.Thread(target=lambda: got.extend(item.index for item in engine.run()))
+    worker.start()
+    engine.cancel()  # while the first plane is still being embedded
+    gate.set()
+    worker.join(5)
+    assert not worker.is_alive()
+    assert len(pred.seen) <= 1 and engine.pending() == 0 and engine.cancelled
+    engine.request(src, (0,))  # a new request clears the cancel
+    assert not engine.cancelled and engine.run_all() == 1
+
+
+def test_run_all_reports_progress_through_a_callback():
+    engine = Engine(FakePredictor())
+    src = PlaneSource(stack(4))
+    engine.request(src, (0,), prefetch=3)
+    seen = []
+    assert engine.run_all(seen.append) == 4
+    assert [s.remaining for s in seen] == [3, 2, 1, 0]
+
+
+def test_real_model_embedding_from_cache_matches_direct(lite_predictor, nuclei3d):
+    image, _ = nuclei3d
+    engine = Engine(lite_predictor, EmbeddingCache())
+    src = PlaneSource(image)
+    cached = engine.embedding(src, (15,))
+    direct = lite_predictor.embed(image[15])
+    assert cached.features.shape == (1, 256, 64, 64)
+    torch.testing.assert_close(engine.cached(src, (15,)).features, direct.features, atol=2e-2, rtol=1e-2)
+    # the same prompt decodes to the same mask from the fp16-cached embedding
+    box = (20, 15, 40, 40)
+    a = lite_predictor.predict(engine.cached(src, (15,)), box=box).masks
+    b = lite_predictor.predict(direct, box=box).masks
+    assert (a != b).mean() < 0.01
+    assert engine.key(src, (15,))[0] == "lite_medsam"
