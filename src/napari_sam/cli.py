@@ -17,6 +17,7 @@ from typing import TextIO
 
 from . import __version__
 from .cli_embed import add_embed_command
+from .errors import DeviceUnavailableError, NotEnoughMemoryError, QtBindingError
 from .registry import DEFAULT_MODEL, ModelSpec, get_spec, list_models
 from .weights import WeightsError, cache_dir, checkpoint_status, download, download_url, locate_bundled
 
@@ -217,7 +218,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if handler is None:
         parser.print_help(sys.stderr)
         return 2
-    return handler(args)
+    try:
+        return handler(args)
+    except (WeightsError, DeviceUnavailableError, NotEnoughMemoryError, QtBindingError) as exc:
+        # Errors whose message already says what to do: no traceback.
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

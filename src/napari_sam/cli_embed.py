@@ -83,6 +83,7 @@ class PlaneProgress:
 
 
 def run_embed(args: argparse.Namespace) -> int:
+    from .errors import NotEnoughMemoryError
     from .loading import load_model
     from .predictor import Predictor
     from .store import embed_stack
@@ -97,6 +98,10 @@ def run_embed(args: argparse.Namespace) -> int:
     progress = PlaneProgress("embed")
     try:
         hits, total = embed_stack(predictor, data, args.output, args.channel_axis, args.rgb, progress=progress)
+    except NotEnoughMemoryError as exc:
+        progress.bar.finish()
+        print(f"error: {exc} Planes written so far are kept.", file=sys.stderr)
+        return 1
     except (ValueError, TypeError, IndexError) as exc:
         progress.bar.finish()
         print(f"error: {exc}", file=sys.stderr)

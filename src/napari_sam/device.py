@@ -6,6 +6,8 @@ import re
 
 import torch
 
+from .errors import DeviceUnavailableError
+
 DEVICE_CHOICES: tuple[str, ...] = ("auto", "cpu", "cuda", "cuda:N", "mps")
 
 _CUDA_NAME = re.compile(r"^cuda(?::(\d+))?$")
@@ -15,7 +17,8 @@ def select_device(name: str | torch.device = "auto") -> torch.device:
     """Return the torch device for ``name`` ("auto", "cpu", "cuda", "cuda:N" or "mps").
 
     "auto" prefers CUDA, then MPS, then CPU. An explicit device that is not usable raises
-    RuntimeError explaining why; an unknown name raises ValueError listing the choices.
+    :class:`~napari_sam.errors.DeviceUnavailableError` (a RuntimeError) explaining why and
+    what to do; an unknown name raises ValueError listing the choices.
     """
     key = str(name).strip().lower() or "auto"
     if key == "auto":
@@ -49,7 +52,7 @@ def _auto_device() -> torch.device:
 def _require_cuda(index: int | None) -> None:
     if not torch.cuda.is_available():
         if torch.version.cuda is None:
-            why = f"this torch build is {torch.__version__}, which has no CUDA support"
+            why = f"the installed torch ({torch.__version__}) was built without CUDA support"
             fix = "install a CUDA build of PyTorch (https://pytorch.org/get-started/locally/)"
         else:
             why = (
@@ -57,13 +60,13 @@ def _require_cuda(index: int | None) -> None:
                 "but no usable NVIDIA GPU or driver was found"
             )
             fix = "check `nvidia-smi`, the driver version and CUDA_VISIBLE_DEVICES"
-        raise RuntimeError(
+        raise DeviceUnavailableError(
             f"CUDA was requested but torch.cuda.is_available() is False: {why}. "
             f"To use the GPU, {fix}; otherwise use device='cpu' (or 'auto')."
         )
     count = torch.cuda.device_count()
     if index is not None and index >= count:
-        raise RuntimeError(
+        raise DeviceUnavailableError(
             f"cuda:{index} was requested but only {count} CUDA device(s) are visible "
             f"(cuda:0 to cuda:{count - 1}); check CUDA_VISIBLE_DEVICES or pick another index."
         )
@@ -77,6 +80,6 @@ def _require_mps() -> None:
         why = f"this torch build ({torch.__version__}) was built without MPS support"
     else:
         why = "MPS needs a Mac with Apple silicon (or an AMD GPU) and macOS 12.3 or later"
-    raise RuntimeError(
+    raise DeviceUnavailableError(
         f"MPS was requested but torch.backends.mps.is_available() is False: {why}. Use device='cpu' (or 'auto')."
     )

@@ -57,6 +57,7 @@ def load_model(
     The returned module carries ``.spec`` (what it is and is good at) and ``.precision``.
     """
     from .device import select_device
+    from .errors import friendly_oom
     from .weights import resolve_checkpoint
 
     spec, path = spec_for(name_or_path, model_type)
@@ -72,7 +73,8 @@ def load_model(
     model = Sam(arch)
     load_state_dict(model, state, arch, spec.unused_prefixes)
     dev = device if isinstance(device, torch.device) else select_device(device)
-    model = model.to(dev).eval()
+    with friendly_oom("loading the weights", spec.name, dev):
+        model = model.to(dev).eval()
     model.spec = spec
     model.precision = resolve_precision(precision, dev)
     return model

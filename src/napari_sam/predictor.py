@@ -10,6 +10,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .errors import friendly_oom
 from .imaging import DEFAULT_PERCENTILES, as_plane, model_input
 from .model import Sam
 from .zoom import Cache, Zoom
@@ -90,7 +91,8 @@ class Predictor:
         """
         plane = as_plane(image)
         x, input_size = model_input(plane, self.model.img_size, self.normalisation, self.percentiles, limits)
-        with torch.inference_mode(), self._autocast():
+        with friendly_oom("embedding a plane", self.model_name, self.device), torch.inference_mode(), \
+                self._autocast():
             features = self.model.image_encoder(x.to(self.device)).float()
         return Embedding(features, tuple(plane.shape[:2]), input_size, self.model.img_size, self.model_name)
 

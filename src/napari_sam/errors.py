@@ -1,0 +1,145 @@
+"""Friendly errors for what users commonly hit: no Qt binding, no CUDA, not enough memory.
+
+Each error says what happened and what to do next. Nothing here imports torch or Qt at
+module level, so the CLI and napari's plugin discovery stay fast.
+
+- :func:`require_qt` turns qtpy's "no Qt bindings" into :class:`QtBindingError`, an
+  ImportError naming the pip extra to install.
+- :class:`DeviceUnavailableError` is what :func:`napari_sam.device.select_device`
+  raises for an explicit device that cannot be used (a RuntimeError, as before).
+- :func:`friendly_oom` wraps model work: an out-of-memory error of torch or Python
+  becomes :class:`NotEnoughMemoryError` with advice (smaller model, CPU, fewer workers).
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+__all__ = [
+    "QT_INSTALL_HINT",
+    "DeviceUnavailableError",
+    "NotEnoughMemoryError",
+    "QtBindingError",
+    "friendly_oom",
+    "is_out_of_memory",
+    "memory_message",
+    "require_qt",
+]
+
+QT_INSTALL_HINT = 'pip install "napari-sam-kit[pyqt6]"'
+QT_APT_PACKAGES = (
+    "libgl1 libegl1 libxkbcommon-x11-0 libxcb-cursor0 libxcb-icccm4 libxcb-keysyms1 libxcb-shape0 "
+    "libxcb-render-util0 libxcb-image0 libxcb-xinerama0 libxcb-randr0 libdbus-1-3 libfontconfig1"
+)
+
+
+class QtBindingError(ImportError):
+    """napari's Qt side cannot be used: no Qt binding is installed, or it cannot load."""
+
+
+class DeviceUnavailableError(RuntimeError):
+    """An explicitly requested torch device (cuda, cuda:N, mps) is not usable here."""
+
+
+class NotEnoughMemoryError(MemoryError, RuntimeError):
+    """Model work ran out of GPU or main memory; the message says what to try.
+
+    Both a MemoryError and a RuntimeError, so code that caught torch's out-of-memory
+    error (a RuntimeError) or Python's MemoryError keeps catching it.
+    """
+
+
+# --------------------------------------------------------------------------- Qt
+
+
+def require_qt() -> None:
+    """Raise :class:`QtBindingError` unless a Qt binding can be imported through qtpy."""
+    try:
+        import qtpy
+    except ImportError as exc:  # qtpy.QtBindingsNotFoundError is an ImportError
+        raise QtBindingError(
+            "The napari widget of napari-sam-kit needs a Qt binding (PyQt6 or PySide6), and none is "
+            f"installed ({exc}). napari-sam-kit does not pick one for you; install one with:\n"
+            f"    {QT_INSTALL_HINT}\n"
+            'or pip install "napari-sam-kit[pyside6]". The command line (napari-sam) and the Python '
+            "API work without Qt."
+        ) from exc
+    try:
+        from qtpy import QtWidgets  # noqa: F401
+    except ImportError as exc:  # the binding is there, its shared libraries are not
+        raise QtBindingError(
+            f"The Qt binding {qtpy.API_NAME} is installed but cannot load: {exc}.\n"
+            "On Linux this usually means missing system libraries; on Debian/Ubuntu install them with:\n"
+            f"    sudo apt-get install {QT_APT_PACKAGES}\n"
+            "On a machine without a display, run napari under a virtual one: xvfb-run -a napari"
+        ) from exc
+
+
+# --------------------------------------------------------------------------- memory
+
+# Lower-case fragments of the messages of torch's and the OS's allocation failures:
+# CUDA and MPS ("... out of memory"), the CPU allocator on Linux and on Windows.
+_OOM_TEXT = ("out of memory", "can't allocate memory", "not enough memory", "failed to allocate memory")
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """True for Python's MemoryError and torch's out-of-memory errors (CUDA, MPS, CPU)."""
+    if isinstance(exc, MemoryError):
+        return True
+    torch = sys.modules.get("torch")  # never import torch just to look at an error
+    oom_type = getattr(torch, "OutOfMemoryError", None) or getattr(getattr(torch, "cuda", None),
+                                                                    "OutOfMemoryError", None)
+    if oom_type is not None and isinstance(exc, oom_type):
+        return True
+    return isinstance(exc, RuntimeError) and any(text in str(exc).lower() for text in _OOM_TEXT)
+
+
+def memory_message(what: str, model: str | None = None, device: object = None, detail: str = "") -> str:
+    """The advice for running out of memory during ``what`` (e.g. "embedding a plane")."""
+    where = str(device) if device is not None else ""
+    on_gpu = where.startswith(("cuda", "mps"))
+    head = f"Not enough {'GPU ' if on_gpu else ''}memory for {what}"
+    if model:
+        head += f" with model '{model}'"
+    if where:
+        head += f" on {where}"
+    if detail:
+        head += f" ({detail})"
+    tips = []
+    if model != "lite_medsam":
+        tips.append("a smaller model (lite_medsam or vit_t rather than vit_b, vit_l or vit_h)")
+    if on_gpu:
+        tips.append("the CPU (device='cpu', or --device cpu on the command line): main memory is usually "
+                    "larger than GPU memory")
+        tips.append("closing other programs that use the GPU (see nvidia-smi)")
+    tips.append("fewer parallel workers (napari-sam segment --workers 1) or smaller images")
+    if not on_gpu:
+        tips.append("closing other programs to free main memory")
+    return f"{head}. Try {'; or '.join(tips)}."
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0][:200] if text else type(exc).__name__
+
+
+@contextmanager
+def friendly_oom(what: str = "embedding", model: str | None = None, device: object = None) -> Iterator[None]:
+    """Turn out-of-memory errors raised inside the block into :class:`NotEnoughMemoryError`.
+
+    Other errors pass unchanged, and so does a NotEnoughMemoryError from an inner block.
+    Usage::
+
+        with friendly_oom("embedding a plane", predictor.model_name, predictor.device):
+            features = model.image_encoder(x)
+    """
+    try:
+        yield
+    except NotEnoughMemoryError:
+        raise
+    except (MemoryError, RuntimeError) as exc:
+        if not is_out_of_memory(exc):
+            raise
+        raise NotEnoughMemoryError(memory_message(what, model, device, _first_line(exc))) from exc
