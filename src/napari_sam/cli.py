@@ -17,6 +17,7 @@ from typing import TextIO
 
 from . import __version__
 from .cli_embed import add_embed_command
+from .cli_segment import add_segment_command
 from .errors import DeviceUnavailableError, NotEnoughMemoryError, QtBindingError
 from .registry import DEFAULT_MODEL, ModelSpec, get_spec, list_models
 from .weights import WeightsError, cache_dir, checkpoint_status, download, download_url, locate_bundled
@@ -194,7 +195,8 @@ def run_download(args: argparse.Namespace) -> int:
 
 # --------------------------------------------------------------------------- entry point
 
-SUBCOMMANDS: list[Callable[[Subparsers], None]] = [add_models_command, add_download_command, add_embed_command]
+SUBCOMMANDS: list[Callable[[Subparsers], None]] = [add_models_command, add_download_command, add_segment_command,
+                                                    add_embed_command]
 
 
 def build_parser() -> argparse.ArgumentParser:

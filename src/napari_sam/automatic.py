@@ -1,0 +1,452 @@
+"""Segment everything in a 2D plane and return an instance label image.
+
+Two ways to propose objects, then one way to choose among them:
+
+- ``boxes`` (for box-trained models such as LiteMedSAM, and the default for them):
+  box proposals from a classical blob detector and a distance-transform watershed;
+  each box is decoded on a zoomed tile so that small objects fill the model's window.
+- ``grid`` (SAM's own method, for point-capable models): a regular grid of point
+  prompts, three candidates each, optionally repeated on overlapping crops.
+
+Proposals keep their low-res logits, so :func:`select` (score, stability, NMS, area)
+can be re-tuned cheaply without touching the encoder again.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Generator, Iterator
+from dataclasses import dataclass, field, replace
+from typing import Literal
+
+import numpy as np
+import torch
+
+from .imaging import as_plane, to_intensity
+from .predictor import Embedding, Predictor
+from .proposals import box_proposals
+
+Method = Literal["auto", "boxes", "grid"]
+ProgressCallback = Callable[[int, int], None]
+
+
+@dataclass(frozen=True)
+class AutoParams:
+    """Parameters of automatic segmentation; the selection ones are cheap to change."""
+
+    method: Method = "auto"
+    # boxes method: expected object diameters in pixels, for the proposals and the zoom.
+    min_diameter: float = 6.0
+    max_diameter: float = 60.0
+    # grid method (SAM's automatic mask generator).
+    points_per_side: int = 32
+    points_per_batch: int = 64
+    crop_n_layers: int = 0
+    crop_overlap_ratio: float = 512 / 1500
+    # selection; None takes the method's default (see SELECTION_DEFAULTS).
+    pred_iou_thresh: float | None = None
+    stability_score_thresh: float | None = None
+    stability_score_offset: float = 1.0
+    nms_thresh: float = 0.5
+    min_area: int = 15
+    max_area_fraction: float = 0.25  # drop "background" masks larger than this part of the plane
+
+    def resolve(self, predictor: Predictor) -> AutoParams:
+        """A copy with ``method`` and the None thresholds filled in for this model."""
+        method = self.method
+        if method == "auto":
+            method = "boxes" if predictor.box_only else "grid"
+        if method not in SELECTION_DEFAULTS:
+            raise ValueError(f"method must be 'auto', 'boxes' or 'grid', got {self.method!r}")
+        iou, stability = SELECTION_DEFAULTS[method]
+        return replace(
+            self,
+            method=method,
+            pred_iou_thresh=iou if self.pred_iou_thresh is None else self.pred_iou_thresh,
+            stability_score_thresh=stability if self.stability_score_thresh is None else self.stability_score_thresh,
+        )
+
+
+# (predicted IoU, stability) thresholds. SAM's grid defaults are the reference's; box-trained
+# LiteMedSAM predicts softer logits, so its masks are less "stable" at the same offset.
+SELECTION_DEFAULTS: dict[str, tuple[float, float]] = {"boxes": (0.7, 0.8), "grid": (0.88, 0.95)}
+
+
+@dataclass
+class Tile:
+    """A square crop of the plane that was embedded on its own."""
+
+    origin: tuple[int, int]
+    embedding: Embedding
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.embedding.original_size
+
+
+@dataclass
+class Proposals:
+    """Candidate objects of one plane with everything :func:`select` needs."""
+
+    shape: tuple[int, int]
+    tiles: list[Tile]
+    tile_index: np.ndarray  # (N,) which tile each candidate was decoded on
+    logits: torch.Tensor  # (N, 256, 256) float16 low-res logits in that tile's model frame
+    scores: np.ndarray  # (N,) predicted IoU
+    method: str = ""
+    meta: dict = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.scores)
+
+
+def segment_everything(
+    predictor: Predictor,
+    image: object,
+    params: AutoParams = AutoParams(),
+    progress: ProgressCallback | None = None,
+    cancel: Callable[[], bool] | None = None,
+) -> np.ndarray:
+    """Instance labels (H, W) int32 of everything found in one 2D plane."""
+    proposals = run_with_progress(propose_steps(predictor, image, params, cancel), progress)
+    return select(proposals, predictor, params)
+
+
+def run_with_progress(steps: Generator[tuple[int, int], None, Proposals],
+                      progress: ProgressCallback | None) -> Proposals:
+    """Drive a step generator to its end, reporting each (done, total) to ``progress``."""
+    while True:
+        try:
+            done, total = next(steps)
+        except StopIteration as stop:
+            return stop.value
+        if progress is not None:
+            progress(done, total)
+
+
+class Cancelled(RuntimeError):
+    """Raised inside a step generator when its ``cancel`` callable returns True."""
+
+
+def propose_steps(
+    predictor: Predictor, image: object, params: AutoParams = AutoParams(),
+    cancel: Callable[[], bool] | None = None,
+) -> Generator[tuple[int, int], None, Proposals]:
+    """Compute proposals tile by tile, yielding (tiles done, tiles total)."""
+    plane = as_plane(image)
+    params = params.resolve(predictor)
+    # One 8-bit intensity image for the whole plane: crops keep the plane's contrast.
+    rgb8 = np.rint(to_intensity(plane, predictor.percentiles)).astype(np.uint8)
+    work = (_box_work if params.method == "boxes" else _grid_work)(predictor, rgb8, params)
+    tiles: list[Tile] = []
+    parts: list[tuple[torch.Tensor, np.ndarray]] = []
+    for i, (origin, size, prompts) in enumerate(work.jobs):
+        if cancel is not None and cancel():
+            raise Cancelled("automatic segmentation was cancelled")
+        r0, c0 = origin
+        tile = Tile(origin, predictor.embed(rgb8[r0 : r0 + size[0], c0 : c0 + size[1]]))
+        logits, scores = work.decode(predictor, tile, prompts)
+        # Keep what could pass any reasonable threshold; memory stays bounded.
+        keep = scores >= min(params.pred_iou_thresh, 0.5)  # type: ignore[type-var]
+        parts.append((logits[keep].half().cpu(), np.column_stack([np.full(keep.sum(), len(tiles)), scores[keep]])))
+        tile.embedding = replace(tile.embedding, features=tile.embedding.features[:, :0])  # geometry only
+        tiles.append(tile)
+        yield i + 1, len(work.jobs)
+    logits = torch.cat([p[0] for p in parts]) if parts else torch.zeros(0, 256, 256, dtype=torch.float16)
+    table = np.concatenate([p[1] for p in parts]) if parts else np.zeros((0, 2))
+    return Proposals(plane.shape[:2], tiles, table[:, 0].astype(int), logits, table[:, 1], params.method, work.meta)
+
+
+def segment_volume_steps(
+    predictor: Predictor, volume: object, params: AutoParams = AutoParams(),
+    cancel: Callable[[], bool] | None = None, min_link_iou: float = 0.25,
+) -> Generator[tuple[int, int], None, np.ndarray]:
+    """Segment each plane of a (Z, H, W) volume, yielding (planes done, total), then link
+    the per-plane objects into 3D objects by overlap; returns (Z, H, W) int32 labels."""
+    vol = np.asarray(volume) if not hasattr(volume, "shape") else volume
+    if len(vol.shape) != 3:
+        raise ValueError(f"expected a (Z, H, W) volume, got shape {tuple(vol.shape)}")
+    planes = []
+    for z in range(vol.shape[0]):
+        proposals = yield from _silent(propose_steps(predictor, np.asarray(vol[z]), params, cancel))
+        planes.append(select(proposals, predictor, params))
+        yield z + 1, vol.shape[0]
+    return link_slices(np.stack(planes), min_link_iou)
+
+
+def segment_volume(predictor: Predictor, volume: object, params: AutoParams = AutoParams(),
+                   progress: ProgressCallback | None = None,
+                   cancel: Callable[[], bool] | None = None) -> np.ndarray:
+    """3D instance labels of a (Z, H, W) volume (see :func:`segment_volume_steps`)."""
+    return run_with_progress(segment_volume_steps(predictor, volume, params, cancel), progress)
+
+
+def _silent(steps: Generator[tuple[int, int], None, Proposals]) -> Generator[tuple[int, int], None, Proposals]:
+    """Run a step generator without passing its inner progress on."""
+    return run_with_progress(steps, None)
+    yield  # pragma: no cover - makes this a generator
+
+
+def link_slices(labels: np.ndarray, min_iou: float = 0.25) -> np.ndarray:
+    """Join 2D objects of consecutive planes that overlap with IoU >= min_iou (one to one,
+    best pairs first) into 3D objects, numbered 1..N."""
+    z_count = labels.shape[0]
+    offsets = np.concatenate([[0], np.cumsum([labels[z].max() for z in range(z_count)])])
+    parent = np.arange(offsets[-1] + 1)
+
+    def find(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    for z in range(z_count - 1):
+        a, b = labels[z], labels[z + 1]
+        for i, j in _matches(a, b, min_iou):
+            parent[find(offsets[z + 1] + j)] = find(offsets[z] + i)
+    roots = np.array([find(i) for i in range(len(parent))])
+    present = np.concatenate([offsets[z] + np.unique(labels[z][labels[z] > 0]) for z in range(z_count)])
+    # Number the 3D objects 1..N in order of first appearance.
+    _, first = np.unique(roots[present], return_index=True)
+    lookup = np.zeros(len(parent), np.int32)
+    for new_id, root in enumerate(roots[present][np.sort(first)], start=1):
+        lookup[roots == root] = new_id
+    out = np.zeros_like(labels, dtype=np.int32)
+    for z in range(z_count):
+        fg = labels[z] > 0
+        out[z][fg] = lookup[offsets[z] + labels[z][fg]]
+    return out
+
+
+def _matches(a: np.ndarray, b: np.ndarray, min_iou: float) -> list[tuple[int, int]]:
+    """One-to-one pairs (label in a, label in b) with IoU >= min_iou, best first."""
+    both = (a > 0) & (b > 0)
+    if not both.any():
+        return []
+    pairs, inter = np.unique(np.stack([a[both], b[both]]), axis=1, return_counts=True)
+    area_a = np.bincount(a.ravel())
+    area_b = np.bincount(b.ravel())
+    ious = inter / (area_a[pairs[0]] + area_b[pairs[1]] - inter)
+    used_a, used_b, out = set(), set(), []
+    for k in np.argsort(-ious):
+        i, j = int(pairs[0, k]), int(pairs[1, k])
+        if ious[k] < min_iou:
+            break
+        if i not in used_a and j not in used_b:
+            used_a.add(i)
+            used_b.add(j)
+            out.append((i, j))
+    return out
+
+
+# --------------------------------------------------------------------------- box method
+
+
+@dataclass
+class _Work:
+    jobs: list[tuple[tuple[int, int], tuple[int, int], np.ndarray]]
+    decode: Callable[[Predictor, Tile, np.ndarray], tuple[torch.Tensor, np.ndarray]]
+    meta: dict
+
+
+def zoom_tile_size(diameter: float, img_size: int, shape: tuple[int, int]) -> int:
+    """Side of the square tile that shows an object of ``diameter`` px at a good size.
+
+    The model sees objects best at about a fifth of its window; zoom in up to 4x for small
+    objects, never shrink beyond the whole plane.
+    """
+    zoom = float(np.clip(img_size / 5.0 / max(diameter, 1.0), 1.0, 4.0))
+    side = int(math.ceil(img_size / zoom))
+    return max(32, min(side, max(shape)))
+
+
+def tile_origins(length: int, side: int, overlap: int | None = None) -> list[int]:
+    """Origins of tiles of ``side`` covering ``length``, consecutive tiles sharing ``overlap``
+    pixels (default half a tile): any interval of up to ``overlap`` lies wholly inside the
+    tile whose centre is nearest its centre."""
+    if side >= length:
+        return [0]
+    overlap = side // 2 if overlap is None else min(overlap, side - 1)
+    stride = max(side - overlap, 1)
+    starts = list(range(0, length - side + 1, stride))
+    if starts[-1] != length - side:
+        starts.append(length - side)
+    return starts
+
+
+TILE_OVERLAP = 1.5
+
+
+def _box_work(predictor: Predictor, rgb8: np.ndarray, params: AutoParams) -> _Work:
+    gray = rgb8.mean(axis=-1) / 255.0
+    boxes, diameter = box_proposals(gray, params.min_diameter, params.max_diameter)
+    h, w = gray.shape
+    side = zoom_tile_size(diameter, predictor.model.img_size, (h, w))
+    side_h, side_w = min(side, h), min(side, w)
+    # Tiles overlap by TILE_OVERLAP diameters: big enough that every typical box lies
+    # wholly in its tile, small enough to embed few tiles (the encoder is the cost).
+    overlap = int(math.ceil(TILE_OVERLAP * diameter))
+    rows, cols = tile_origins(h, side_h, overlap), tile_origins(w, side_w, overlap)
+    # Each box goes to the tile whose centre is nearest the box centre.
+    centres = np.column_stack([(boxes[:, 0] + boxes[:, 2]) / 2, (boxes[:, 1] + boxes[:, 3]) / 2])
+    tile_r = np.array(rows) + side_h / 2
+    tile_c = np.array(cols) + side_w / 2
+    ri = np.abs(centres[:, :1] - tile_r[None]).argmin(1) if len(boxes) else np.zeros(0, int)
+    ci = np.abs(centres[:, 1:] - tile_c[None]).argmin(1) if len(boxes) else np.zeros(0, int)
+    jobs = []
+    for a, r0 in enumerate(rows):
+        for b, c0 in enumerate(cols):
+            mine = boxes[(ri == a) & (ci == b)]
+            if len(mine):
+                local = mine - np.array([r0, c0, r0, c0], dtype=np.float32)
+                local = np.clip(local, 0, [side_h - 1, side_w - 1, side_h - 1, side_w - 1])
+                jobs.append(((r0, c0), (side_h, side_w), local))
+    multimask = not predictor.box_only  # box-trained models answer best with their single mask
+
+    def decode(pred: Predictor, tile: Tile, local: np.ndarray) -> tuple[torch.Tensor, np.ndarray]:
+        logits, scores = decode_boxes(pred, tile.embedding, local, multimask)
+        return logits, scores
+
+    return _Work(jobs, decode, {"boxes": boxes, "diameter": diameter, "tile": (side_h, side_w)})
+
+
+def decode_boxes(predictor: Predictor, embedding: Embedding, boxes: np.ndarray, multimask: bool,
+                 batch: int = 32) -> tuple[torch.Tensor, np.ndarray]:
+    """Decode many boxes against one embedding; keep each box's best candidate."""
+    out_logits, out_scores = [], []
+    for chunk in _chunks(boxes, batch):
+        logits, scores = predictor.decode_batch(embedding, boxes=chunk, multimask=multimask)
+        best = scores.argmax(1)
+        idx = torch.arange(len(chunk))
+        out_logits.append(logits[idx, best])
+        out_scores.append(scores[idx, best].cpu().numpy())
+    if not out_logits:
+        return torch.zeros(0, 256, 256), np.zeros(0)
+    return torch.cat(out_logits), np.concatenate(out_scores)
+
+
+def _chunks(a: np.ndarray, n: int) -> Iterator[np.ndarray]:
+    for i in range(0, len(a), n):
+        yield a[i : i + n]
+
+
+# --------------------------------------------------------------------------- grid method
+
+
+def point_grid(n: int) -> np.ndarray:
+    """(n*n, 2) points in [0, 1]: the centres of an n x n grid, as (row, col)."""
+    centres = (np.arange(n) + 0.5) / n
+    rr, cc = np.meshgrid(centres, centres, indexing="ij")
+    return np.column_stack([rr.ravel(), cc.ravel()])
+
+
+def crop_boxes(shape: tuple[int, int], n_layers: int, overlap_ratio: float) -> list[tuple[int, int, int, int, int]]:
+    """(row0, col0, height, width, layer) of the whole plane and of each crop layer's crops.
+
+    Layer k cuts the plane into 2^k x 2^k crops; neighbours share ``overlap_ratio`` of
+    the short side at layer 1, halving with each layer (the reference's crop layout).
+    """
+    h, w = shape
+    crops = [(0, 0, h, w, 0)]
+    for layer in range(1, n_layers + 1):
+        n = 2**layer
+        overlap_h = overlap_w = int(overlap_ratio * min(h, w) * 2 / n)
+        ch = int(math.ceil((overlap_h * (n - 1) + h) / n))
+        cw = int(math.ceil((overlap_w * (n - 1) + w) / n))
+        for i in range(n):
+            for j in range(n):
+                r0, c0 = (ch - overlap_h) * i, (cw - overlap_w) * j
+                crops.append((r0, c0, min(ch, h - r0), min(cw, w - c0), layer))
+    return crops
+
+
+def _grid_work(predictor: Predictor, rgb8: np.ndarray, params: AutoParams) -> _Work:
+    jobs = []
+    for r0, c0, ch, cw, layer in crop_boxes(rgb8.shape[:2], params.crop_n_layers, params.crop_overlap_ratio):
+        n = max(params.points_per_side // (2**layer), 1)
+        pts = point_grid(n) * np.array([ch, cw]) - 0.5
+        jobs.append(((r0, c0), (ch, cw), pts.astype(np.float32)))
+
+    def decode(pred: Predictor, tile: Tile, pts: np.ndarray) -> tuple[torch.Tensor, np.ndarray]:
+        logits_all, scores_all = [], []
+        for chunk in _chunks(pts, params.points_per_batch):
+            logits, scores = pred.decode_batch(tile.embedding, points=chunk[:, None, :], multimask=True)
+            logits_all.append(logits.flatten(0, 1))
+            scores_all.append(scores.flatten().cpu().numpy())
+        return torch.cat(logits_all), np.concatenate(scores_all)
+
+    return _Work(jobs, decode, {})
+
+
+# --------------------------------------------------------------------------- selection
+
+
+def stability_scores(logits: torch.Tensor, offset: float) -> np.ndarray:
+    """Area of (logits > offset) over area of (logits > -offset): 1 for crisp masks."""
+    inner = (logits > offset).flatten(1).sum(1).float()
+    outer = (logits > -offset).flatten(1).sum(1).float()
+    return (inner / outer.clamp(min=1)).cpu().numpy()
+
+
+def select(proposals: Proposals, predictor: Predictor, params: AutoParams = AutoParams()) -> np.ndarray:
+    """Filter, de-duplicate and paint proposals into an int32 label image (cheap to rerun)."""
+    h, w = proposals.shape
+    labels = np.zeros((h, w), dtype=np.int32)
+    if not len(proposals):
+        return labels
+    params = replace(params, method=proposals.method or params.method).resolve(predictor)
+    logits = proposals.logits.float()
+    stability = stability_scores(logits, params.stability_score_offset)
+    ok = (proposals.scores >= params.pred_iou_thresh) & (stability >= params.stability_score_thresh)
+    order = np.argsort(-(proposals.scores + stability)[ok], kind="stable")
+    candidates = np.flatnonzero(ok)[order]
+
+    kept_masks: list[tuple[np.ndarray, tuple[int, int, int, int]]] = []
+    max_area = params.max_area_fraction * h * w
+    for i in candidates:
+        tile = proposals.tiles[proposals.tile_index[i]]
+        local = predictor.upscale(logits[i][None, None], tile.embedding)[0] > 0
+        mask, bbox = _place(local.cpu().numpy(), tile.origin)
+        area = int(mask.sum())
+        if area < params.min_area or area > max_area:
+            continue
+        if any(_mask_iou(mask, bbox, m, b) > params.nms_thresh for m, b in kept_masks):
+            continue
+        kept_masks.append((mask, bbox))
+    next_id = 1
+    for mask, (r0, c0, r1, c1) in kept_masks:
+        view = labels[r0:r1, c0:c1]
+        free = mask & (view == 0)
+        # A proposal mostly covered by better ones is a duplicate or a fragment.
+        if free.sum() < 0.5 * mask.sum() or free.sum() < params.min_area:
+            continue
+        view[free] = next_id
+        next_id += 1
+    return labels
+
+
+def _place(local: np.ndarray, origin: tuple[int, int]) -> tuple[np.ndarray, tuple[int, int, int, int]]:
+    """Crop a tile-frame mask to its bounding box, returning it with the box in plane pixels."""
+    rows, cols = np.flatnonzero(local.any(1)), np.flatnonzero(local.any(0))
+    if not len(rows):
+        return np.zeros((0, 0), bool), (origin[0], origin[1], origin[0], origin[1])
+    r0, r1, c0, c1 = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
+    box = (origin[0] + r0, origin[1] + c0, origin[0] + r1, origin[1] + c1)
+    return local[r0:r1, c0:c1], box
+
+
+def _mask_iou(a: np.ndarray, ba: tuple, b: np.ndarray, bb: tuple) -> float:
+    r0, c0 = max(ba[0], bb[0]), max(ba[1], bb[1])
+    r1, c1 = min(ba[2], bb[2]), min(ba[3], bb[3])
+    if r1 <= r0 or c1 <= c0:
+        return 0.0
+    sa = a[r0 - ba[0] : r1 - ba[0], c0 - ba[1] : c1 - ba[1]]
+    sb = b[r0 - bb[0] : r1 - bb[0], c0 - bb[1] : c1 - bb[1]]
+    inter = np.logical_and(sa, sb).sum()
+    return float(inter / (a.sum() + b.sum() - inter))
+
+
+__all__ = [
+    "AutoParams", "Cancelled", "Proposals", "link_slices", "propose_steps", "segment_everything",
+    "segment_volume", "segment_volume_steps", "select",
+]

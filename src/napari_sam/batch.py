@@ -1,0 +1,225 @@
+"""Batch segmentation of image files and folders, serially or on a dask cluster.
+
+The CLI's ``segment`` command is a thin layer over :func:`plan_jobs` and :func:`run_jobs`.
+Each output is written to a temporary file and renamed, so an interrupted run leaves no
+half-written labels and a rerun skips what is finished.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import traceback
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .automatic import AutoParams, segment_everything, segment_volume
+
+IMAGE_SUFFIXES = (".tif", ".tiff", ".zarr", ".npy")
+
+
+@dataclass(frozen=True)
+class Job:
+    """One input file and the label TIFF it becomes."""
+
+    source: Path
+    target: Path
+
+
+@dataclass(frozen=True)
+class Result:
+    job: Job
+    status: str  # "done", "skipped" or "failed"
+    objects: int = 0
+    error: str = ""
+
+
+def is_image_path(path: Path) -> bool:
+    return path.name.lower().endswith(IMAGE_SUFFIXES)
+
+
+def plan_jobs(source: str | Path, output: str | Path) -> list[Job]:
+    """Jobs for a file (output: a .tif path) or a folder (output: a folder)."""
+    source, output = Path(source), Path(output)
+    if not source.exists():
+        raise FileNotFoundError(f"input not found: {source}")
+    if source.is_dir() and source.suffix.lower() != ".zarr":
+        files = sorted(p for p in source.iterdir() if is_image_path(p))
+        if not files:
+            raise ValueError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in folder {source}")
+        if output.suffix.lower() in (".tif", ".tiff"):
+            raise ValueError(f"input {source} is a folder: the output must be a folder, not {output.name}")
+        return [Job(f, output / (_stem(f) + ".tif")) for f in files]
+    if not is_image_path(source):
+        raise ValueError(f"unsupported input {source.name}: expected one of {', '.join(IMAGE_SUFFIXES)} or a folder")
+    if output.suffix.lower() not in (".tif", ".tiff"):
+        output = output / (_stem(source) + ".tif")
+    return [Job(source, output)]
+
+
+def _stem(path: Path) -> str:
+    name = path.name
+    for suffix in (".ome.tiff", ".ome.tif", *IMAGE_SUFFIXES):
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return path.stem
+
+
+def read_image(path: Path) -> np.ndarray:
+    """Read a TIFF/OME-TIFF (squeezed), .npy or zarr array into memory."""
+    name = path.name.lower()
+    if name.endswith(".npy"):
+        return np.load(path, mmap_mode="r")
+    if name.endswith(".zarr"):
+        import zarr
+
+        node = zarr.open(str(path), mode="r")
+        array = node if hasattr(node, "shape") else next(iter(node.arrays()))[1]
+        return np.asarray(array)
+    import tifffile
+
+    return np.squeeze(tifffile.imread(path))
+
+
+def segment_array(predictor, image: np.ndarray, params: AutoParams,
+                  progress: Callable[[int, int], None] | None = None) -> np.ndarray:
+    """2D planes (H, W) / RGB (H, W, 3|4) -> 2D labels; stacks (Z, H, W) -> 3D labels."""
+    if image.ndim == 2 or (image.ndim == 3 and image.shape[-1] in (3, 4)):
+        return segment_everything(predictor, image, params, progress)
+    if image.ndim == 3:
+        return segment_volume(predictor, image, params, progress)
+    raise ValueError(
+        f"cannot segment an image of shape {image.shape}: expected (H, W), (H, W, RGB) or (Z, H, W); "
+        "split channels or time points into separate files first"
+    )
+
+
+def write_labels(path: Path, labels: np.ndarray) -> None:
+    """Write labels as uint16 (or uint32 when needed) TIFF, atomically."""
+    dtype = np.uint16 if labels.max(initial=0) < 2**16 else np.uint32
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    os.close(fd)
+    try:
+        import tifffile
+
+        tifffile.imwrite(tmp, labels.astype(dtype), compression="zlib")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def run_job(predictor, job: Job, params: AutoParams, overwrite: bool = False,
+            progress: Callable[[int, int], None] | None = None) -> Result:
+    """Segment one file; failures are returned, not raised, so a batch carries on."""
+    if job.target.exists() and not overwrite:
+        return Result(job, "skipped")
+    try:
+        labels = segment_array(predictor, read_image(job.source), params, progress)
+        write_labels(job.target, labels)
+    except KeyboardInterrupt:
+        raise
+    except Exception as exc:  # noqa: BLE001 - reported per file, the batch goes on
+        detail = f"{type(exc).__name__}: {exc}"
+        if not isinstance(exc, (ValueError, TypeError, OSError)):
+            detail += "\n" + traceback.format_exc(limit=3)
+        return Result(job, "failed", error=detail)
+    return Result(job, "done", objects=len(np.unique(labels)) - 1)
+
+
+def run_jobs(predictor, jobs: Sequence[Job], params: AutoParams, overwrite: bool = False,
+             on_result: Callable[[Result], None] | None = None,
+             progress: Callable[[int, int], None] | None = None) -> list[Result]:
+    """Run jobs one after the other in this process."""
+    results = []
+    for job in jobs:
+        result = run_job(predictor, job, params, overwrite, progress)
+        results.append(result)
+        if on_result is not None:
+            on_result(result)
+    return results
+
+
+# --------------------------------------------------------------------------- dask
+
+
+try:  # dask is optional; without it only serial runs are possible
+    from distributed import WorkerPlugin as _WorkerPlugin
+except ImportError:  # pragma: no cover - exercised where distributed is absent
+    _WorkerPlugin = object  # type: ignore[assignment,misc]
+
+
+class _ModelOnWorker(_WorkerPlugin):
+    """A dask worker plugin that loads the model once per worker process."""
+
+    name = "napari-sam-model"
+
+    def __init__(self, model: str, model_type: str | None, device: str, precision: str, threads: int | None) -> None:
+        self.args = (model, model_type, device, precision)
+        self.threads = threads
+
+    def setup(self, worker) -> None:
+        import torch
+
+        from . import Predictor, load_model
+
+        # Workers share the cores: more torch threads than cores makes each far slower.
+        if self.threads is not None:
+            torch.set_num_threads(self.threads)
+        model, model_type, device, precision = self.args
+        worker.napari_sam_predictor = Predictor(
+            load_model(model, model_type=model_type, device=device, precision=precision))
+
+
+def _run_on_worker(job: Job, params: AutoParams, overwrite: bool) -> Result:
+    from distributed import get_worker
+
+    return run_job(get_worker().napari_sam_predictor, job, params, overwrite)
+
+
+def run_jobs_distributed(
+    jobs: Sequence[Job], params: AutoParams, model: str, scheduler: str, workers: int = 2,
+    model_type: str | None = None, device: str = "cpu", precision: str = "fp32",
+    overwrite: bool = False, on_result: Callable[[Result], None] | None = None,
+) -> list[Result]:
+    """Run jobs on dask.distributed: ``scheduler="local"`` starts a LocalCluster of
+    ``workers`` single-threaded processes, anything else is a scheduler address."""
+    try:
+        from distributed import Client, LocalCluster, as_completed
+    except ImportError as exc:
+        raise ImportError("distributed runs need dask: pip install 'napari-sam-kit[distributed]'") from exc
+    cluster = None
+    threads = max(1, (os.cpu_count() or 1) // max(workers, 1)) if scheduler == "local" else None
+    if scheduler == "local":
+        cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                               dashboard_address=None)
+        client = Client(cluster)
+    else:
+        client = Client(scheduler)
+    try:
+        client.register_plugin(_ModelOnWorker(model, model_type, device, precision, threads))
+        futures = {client.submit(_run_on_worker, job, params, overwrite, pure=False): job for job in jobs}
+        results = {}
+        for future in as_completed(futures):
+            result = future.result()
+            results[futures[future]] = result
+            if on_result is not None:
+                on_result(result)
+        return [results[job] for job in jobs]
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()
+
+
+def iter_summary(results: Sequence[Result]) -> Iterator[str]:
+    """Lines that summarise a batch for a terminal."""
+    counts = {s: sum(r.status == s for r in results) for s in ("done", "skipped", "failed")}
+    yield f"{counts['done']} segmented, {counts['skipped']} skipped (already done), {counts['failed']} failed"
+    for r in results:
+        if r.status == "failed":
+            yield f"FAILED {r.job.source}: {r.error}"

@@ -1,0 +1,106 @@
+"""``napari-sam segment``: automatic instance segmentation of files and folders."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+from .registry import DEFAULT_MODEL
+
+# Options that map one to one onto AutoParams fields; unset ones keep AutoParams' defaults
+# (imported lazily: the automatic module pulls in torch, which `napari-sam models` does not need).
+_PARAM_OPTIONS = {
+    "method": "method", "min_diameter": "min_diameter", "max_diameter": "max_diameter",
+    "points_per_side": "points_per_side", "crop_layers": "crop_n_layers",
+    "pred_iou_thresh": "pred_iou_thresh", "stability_thresh": "stability_score_thresh",
+    "nms_thresh": "nms_thresh", "min_area": "min_area",
+}
+
+
+def add_segment_command(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "segment",
+        help="segment everything in images (TIFF, OME-TIFF, zarr, .npy, or a folder of them)",
+        description="Automatic instance segmentation. INPUT is an image file or a folder; OUTPUT a label "
+        "TIFF (uint16, or uint32 when needed) or a folder of them. Finished outputs are skipped on a rerun.",
+    )
+    p.add_argument("input", help="image file or folder")
+    p.add_argument("-o", "--output", required=True, help="label TIFF, or a folder for folder inputs")
+    p.add_argument("--model", default=DEFAULT_MODEL, help=f"registry name or checkpoint path (default {DEFAULT_MODEL})")
+    p.add_argument("--model-type", default=None, help="architecture of a checkpoint path (vit_b, vit_t, ...)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
+    p.add_argument("--method", choices=["auto", "boxes", "grid"],
+                   help="boxes: detector boxes refined by SAM (default for box-trained models); grid: SAM's point grid")
+    p.add_argument("--min-diameter", type=float, help="smallest object, pixels (default 6)")
+    p.add_argument("--max-diameter", type=float, help="largest object, pixels (default 60)")
+    p.add_argument("--points-per-side", type=int, help="grid method (default 32)")
+    p.add_argument("--crop-layers", type=int, help="grid method (default 0)")
+    p.add_argument("--pred-iou-thresh", type=float, help="keep masks with predicted IoU above this (default by method)")
+    p.add_argument("--stability-thresh", type=float, help="keep masks at least this stable (default by method)")
+    p.add_argument("--nms-thresh", type=float, help="mask IoU above which duplicates go (default 0.5)")
+    p.add_argument("--min-area", type=int, help="smallest object area, pixels (default 15)")
+    p.add_argument("--overwrite", action="store_true", help="redo files whose output exists")
+    p.add_argument("--scheduler", default=None, help="'local' for a dask LocalCluster, or a dask scheduler address")
+    p.add_argument("--workers", type=int, default=2, help="workers of a local cluster")
+    p.set_defaults(handler=run_segment)
+
+
+def params_from_args(args: argparse.Namespace):
+    """AutoParams from the options the user set."""
+    from .automatic import AutoParams
+
+    given = {field: getattr(args, opt) for opt, field in _PARAM_OPTIONS.items() if getattr(args, opt) is not None}
+    return AutoParams(**given)
+
+
+def run_segment(args: argparse.Namespace) -> int:
+    from .batch import iter_summary, plan_jobs, run_jobs, run_jobs_distributed
+
+    try:
+        jobs = plan_jobs(args.input, args.output)
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    params = params_from_args(args)
+    start = time.monotonic()
+    total = len(jobs)
+    done = [0]
+
+    def on_result(result) -> None:
+        done[0] += 1
+        extra = f"{result.objects} objects" if result.status == "done" else result.status
+        if result.status == "failed":
+            extra = "FAILED: " + result.error.splitlines()[0]
+        print(f"[{done[0]}/{total}] {result.job.source.name} -> {result.job.target} ({extra})", file=sys.stderr)
+
+    if args.scheduler:
+        results = run_jobs_distributed(
+            jobs, params, args.model, args.scheduler, args.workers, model_type=args.model_type,
+            device=args.device if args.device != "auto" else "cpu",
+            precision=args.precision, overwrite=args.overwrite, on_result=on_result)
+    else:
+        from . import Predictor, load_model
+
+        predictor = Predictor(load_model(args.model, model_type=args.model_type, device=args.device,
+                                         precision=args.precision))
+        print(f"model {predictor.model_name} on {predictor.device}; {total} file(s)", file=sys.stderr)
+        results = run_jobs(predictor, jobs, params, args.overwrite, on_result,
+                           progress=_plane_progress if total == 1 else None)
+    for line in iter_summary(results):
+        print(line, file=sys.stderr)
+    print(f"finished in {time.monotonic() - start:.1f} s", file=sys.stderr)
+    return 1 if any(r.status == "failed" for r in results) else 0
+
+
+def _plane_progress(done: int, total: int) -> None:
+    """A redrawn bar on a terminal; in a log file, one line per tenth of the work."""
+    if not sys.stderr.isatty():
+        if done >= total or (10 * done) // max(total, 1) > (10 * (done - 1)) // max(total, 1):
+            print(f"  {done}/{total}", file=sys.stderr, flush=True)
+        return
+    width = 30
+    filled = int(width * done / max(total, 1))
+    end = "\n" if done >= total else ""
+    print(f"\r  [{'#' * filled}{'-' * (width - filled)}] {done}/{total}", end=end, file=sys.stderr, flush=True)

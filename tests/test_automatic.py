@@ -1,0 +1,94 @@
+"""Automatic segmentation: real nuclei with LiteMedSAM, SAM's grid helpers against the
+reference, cheap re-thresholding, linking of planes into 3D objects."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from napari_sam.automatic import (
+    AutoParams, Cancelled, crop_boxes, link_slices, point_grid, propose_steps, run_with_progress, select,
+    segment_everything, stability_scores,
+)
+
+from .conftest import matched_f1
+
+
+@pytest.fixture(scope="module")
+def nuclei_proposals(lite_predictor, nuclei2d):
+    steps = []
+    proposals = run_with_progress(propose_steps(lite_predictor, nuclei2d[0]), lambda d, t: steps.append((d, t)))
+    assert steps and steps[-1][0] == steps[-1][1] == len(proposals.tiles)
+    return proposals
+
+
+def test_boxes_method_segments_real_nuclei(lite_predictor, nuclei2d, nuclei_proposals):
+    # 125 real DSB2018 nuclei; Otsu + distance watershed scores F1 0.67 on this image.
+    labels = select(nuclei_proposals, lite_predictor)
+    assert nuclei_proposals.method == "boxes"  # the default for box-trained LiteMedSAM
+    f1 = matched_f1(nuclei2d[1], labels)
+    assert f1 >= 0.80, f1
+    assert labels.dtype == np.int32 and labels.shape == nuclei2d[0].shape
+
+
+def test_rethresholding_needs_no_encoder(lite_predictor, nuclei_proposals, monkeypatch):
+    monkeypatch.setattr(lite_predictor, "embed", lambda *a, **k: pytest.fail("select() must not embed"))
+    counts = [select(nuclei_proposals, lite_predictor, AutoParams(pred_iou_thresh=t)).max() for t in (0.5, 0.8, 0.95)]
+    assert counts[0] >= counts[1] >= counts[2]
+    assert counts[0] > counts[2]
+    big = select(nuclei_proposals, lite_predictor, AutoParams(min_area=400))
+    sizes = np.bincount(big.ravel())[1:]
+    assert sizes.min() >= 400
+
+
+def test_grid_matches_reference_helpers():
+    amg = pytest.importorskip("segment_anything.utils.amg")
+    for n in (1, 4, 32):
+        ref = amg.build_point_grid(n)  # (x, y) in [0, 1]
+        np.testing.assert_allclose(point_grid(n), ref[:, ::-1])
+    for shape, layers in [((480, 640), 1), ((512, 512), 2), ((300, 200), 0)]:
+        ref_boxes, ref_layers = amg.generate_crop_boxes(shape, layers, 512 / 1500)
+        ours = crop_boxes(shape, layers, 512 / 1500)
+        as_xyxy = [[c0, r0, c0 + w, r0 + h] for r0, c0, h, w, _ in ours]
+        theirs = [list(map(int, b)) for b in ref_boxes]
+        assert sorted(zip(as_xyxy, [layer for *_, layer in ours])) == sorted(zip(theirs, ref_layers))
+    logits = torch.randn(5, 64, 64) * 3
+    np.testing.assert_allclose(stability_scores(logits, 1.0),
+                               amg.calculate_stability_score(logits, 0.0, 1.0).numpy(), rtol=1e-6)
+
+
+def test_batched_decoding_equals_one_by_one(lite_predictor, nuclei2d_embedding):
+    boxes = np.array([[10, 10, 60, 70], [200, 220, 240, 250], [300, 100, 330, 160]], np.float32)
+    logits, scores = lite_predictor.decode_batch(nuclei2d_embedding, boxes=boxes, multimask=False)
+    for i, box in enumerate(boxes):
+        one = lite_predictor.predict(nuclei2d_embedding, box=box, multimask=False)
+        np.testing.assert_allclose(logits[i, 0].numpy(), one.logits[0], atol=1e-4)
+        assert scores[i, 0].item() == pytest.approx(float(one.scores[0]), abs=1e-5)
+
+
+def test_blank_plane_gives_no_objects_and_bad_input_is_refused(lite_predictor):
+    assert segment_everything(lite_predictor, np.full((64, 64), 7, np.uint16)).max() == 0
+    with pytest.raises(ValueError):
+        segment_everything(lite_predictor, np.zeros((2, 3, 64, 64)))
+    with pytest.raises(ValueError, match="method"):
+        segment_everything(lite_predictor, np.zeros((64, 64)), AutoParams(method="magic"))
+
+
+def test_cancel_stops_between_tiles(lite_predictor, nuclei2d):
+    with pytest.raises(Cancelled):
+        segment_everything(lite_predictor, nuclei2d[0], cancel=lambda: True)
+
+
+def test_link_slices_joins_overlapping_objects_one_to_one():
+    planes = np.zeros((4, 20, 20), np.int32)
+    planes[0, 2:8, 2:8] = 1
+    planes[1, 2:8, 3:9] = 2     # continues object 1
+    planes[1, 12:18, 12:18] = 1  # a new object
+    planes[2, 12:18, 12:17] = 5  # continues that one
+    planes[3, 2:8, 2:8] = 1     # a gap at z=2: a separate object
+    out = link_slices(planes)
+    assert out[0, 4, 4] == out[1, 4, 5] != 0
+    assert out[1, 14, 14] == out[2, 14, 14] != out[0, 4, 4]
+    assert out[3, 4, 4] not in (0, out[0, 4, 4], out[1, 14, 14])
+    assert sorted(np.unique(out)) == [0, 1, 2, 3]

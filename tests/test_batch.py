@@ -1,0 +1,89 @@
+"""Batch segmentation from the command line: folders, resume, failures, dask."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tifffile
+
+from napari_sam import cli
+from napari_sam.batch import plan_jobs, write_labels
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory, nuclei2d):
+    """Three real 160x160 crops of the nucleus image."""
+    root = tmp_path_factory.mktemp("images")
+    image = nuclei2d[0]
+    for i, (r, c) in enumerate([(0, 0), (200, 160), (340, 340)]):
+        tifffile.imwrite(root / f"crop{i}.tif", image[r : r + 160, c : c + 160])
+    return root
+
+
+@pytest.fixture(scope="module")
+def serial(folder, tmp_path_factory):
+    out = tmp_path_factory.mktemp("serial")
+    code = cli.main(["segment", str(folder), "-o", str(out), "--device", "cpu", "--precision", "fp32"])
+    return code, out
+
+
+def test_folder_is_segmented_file_by_file(serial, folder, nuclei2d):
+    code, out = serial
+    assert code == 0
+    names = sorted(p.name for p in out.glob("*.tif"))
+    assert names == ["crop0.tif", "crop1.tif", "crop2.tif"]
+    for name in names:
+        labels = tifffile.imread(out / name)
+        assert labels.dtype == np.uint16 and labels.shape == (160, 160)
+        assert labels.max() >= 5  # each crop holds well over five nuclei
+    assert not list(out.glob(".*part"))
+
+
+def test_rerun_skips_finished_files_and_a_bad_file_fails_alone(serial, folder, tmp_path, capsys):
+    code, out = serial
+    before = {p.name: p.stat().st_mtime_ns for p in out.glob("*.tif")}
+    bad = tmp_path / "in"
+    bad.mkdir()
+    for p in folder.glob("*.tif"):
+        (bad / p.name).write_bytes(p.read_bytes())
+    (bad / "broken.tif").write_bytes(b"not a tiff at all")
+    capsys.readouterr()
+    code = cli.main(["segment", str(bad), "-o", str(out), "--device", "cpu"])
+    err = capsys.readouterr().err
+    assert code == 1  # one file failed
+    assert "3 skipped" in err and "1 failed" in err and "broken.tif" in err
+    assert {p.name: p.stat().st_mtime_ns for p in out.glob("crop*.tif")} == before
+    assert not (out / "broken.tif").exists()
+
+
+def test_local_cluster_gives_identical_labels(serial, folder, tmp_path):
+    pytest.importorskip("distributed")
+    code, out = serial
+    dist = tmp_path / "dist"
+    assert cli.main(["segment", str(folder), "-o", str(dist), "--device", "cpu", "--precision", "fp32",
+                     "--scheduler", "local", "--workers", "2"]) == 0
+    for p in sorted(out.glob("*.tif")):
+        np.testing.assert_array_equal(tifffile.imread(dist / p.name), tifffile.imread(p))
+
+
+def test_labels_widen_to_uint32_only_when_needed(tmp_path):
+    small = np.arange(12, dtype=np.int64).reshape(3, 4)
+    write_labels(tmp_path / "a.tif", small)
+    assert tifffile.imread(tmp_path / "a.tif").dtype == np.uint16
+    big = small * 10_000
+    write_labels(tmp_path / "b.tif", big)
+    back = tifffile.imread(tmp_path / "b.tif")
+    assert back.dtype == np.uint32 and np.array_equal(back, big)
+
+
+def test_bad_paths_are_explained(tmp_path, capsys):
+    with pytest.raises(FileNotFoundError, match="not found"):
+        plan_jobs(tmp_path / "missing.tif", tmp_path / "out.tif")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="no images"):
+        plan_jobs(tmp_path / "empty", tmp_path / "out")
+    (tmp_path / "notes.txt").write_text("x")
+    with pytest.raises(ValueError, match="unsupported input"):
+        plan_jobs(tmp_path / "notes.txt", tmp_path / "out.tif")
+    assert cli.main(["segment", str(tmp_path / "missing.tif"), "-o", str(tmp_path / "o.tif")]) == 2
+    assert "input not found" in capsys.readouterr().err
