@@ -77,6 +77,13 @@ def test_segment_masks_are_full_size_and_carry_their_window(lite_predictor, nucl
     assert not outside.any()
     single = lite_predictor.segment(image, box=box, multimask=False)
     assert single.masks.shape == (1, 512, 512) and iou(single.masks[0], labels == label) > 0.8
+    # Box-only LiteMedSAM: the three candidates are its one mask at three cuts (the
+    # default first and preselected, then tighter, then looser), not its untrained outputs.
+    np.testing.assert_array_equal(cand.masks[cand.best], single.masks[0])
+    tight, default, loose = cand.masks[1], cand.masks[0], cand.masks[2]
+    assert (tight <= default).all() and (default <= loose).all()
+    assert tight.sum() < default.sum() < loose.sum() < 2 * default.sum()
+    assert all(iou(m, labels == label) > 0.6 for m in cand.masks)
 
 
 def test_large_plane_is_served_from_tiles(zoom, nuclei2d):

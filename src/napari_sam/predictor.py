@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from .errors import friendly_oom
 from .imaging import DEFAULT_PERCENTILES, as_plane, model_input
 from .model import Sam
-from .zoom import Cache, Zoom
+from .zoom import BOX_ONLY_CUT_STEP, Cache, Zoom
 
 LOW_RES = 256  # side of the decoder's mask logits
 
@@ -130,6 +130,9 @@ class Predictor:
     ) -> Candidates:
         """Decode prompts into candidates: 3 masks with ``multimask``, else 1.
 
+        For box-only models (LiteMedSAM) the three are the single mask cut at logit 0,
+        then tighter and looser, all with its one predicted IoU.
+
         ``labels`` are 1 (object) or 0 (background) per point, all 1 when omitted.
         ``mask_input`` is a previous candidate's low-res logits, (256, 256).
         """
@@ -138,8 +141,17 @@ class Predictor:
         mask = _check_mask_input(mask_input)
         if pts is None and bx is None and mask is None:
             raise ValueError("no prompt given: pass points, a box or a mask_input")
-        logits, scores = self.decode(embedding, pts, bx, mask, multimask)
-        masks = self.upscale(logits, embedding) > 0.0
+        if self.box_only and multimask:
+            # Box-trained models' multimask outputs are untrained (flat logits, scores ~0.2):
+            # offer their one mask at the usual cut, then a tighter and a looser one.
+            logits, scores = self.decode(embedding, pts, bx, mask, False)
+            logits, scores = logits.expand(-1, 3, -1, -1), scores.expand(-1, 3)
+            cuts = torch.tensor([0.0, BOX_ONLY_CUT_STEP, -BOX_ONLY_CUT_STEP])
+        else:
+            logits, scores = self.decode(embedding, pts, bx, mask, multimask)
+            cuts = torch.zeros(logits.shape[1])
+        up = self.upscale(logits, embedding)
+        masks = up > cuts.to(up)[:, None, None]
         return Candidates(masks.cpu().numpy(), scores[0].float().cpu().numpy(), logits[0].float().cpu().numpy())
 
     def decode(

@@ -106,6 +106,11 @@ class ZoomSettings:
     mask_threshold: float | None = None
 
 
+# For box-only models, candidates 2 and 3 cut the one mask this far above and below the
+# default threshold: a tighter and a looser outline of the same object.
+BOX_ONLY_CUT_STEP = 1.5
+
+
 class Zoom:
     """Answers prompts in full-plane coordinates from cached window embeddings.
 
@@ -197,13 +202,22 @@ class Zoom:
             if local_box is None:
                 local_box = self._box_from_points(emb, local_pts)
             local_pts = None  # box-trained: points only disturb the box's answer
+        if self.predictor.box_only and multimask:
+            # Box-trained models' three multimask outputs are untrained (near-flat logits,
+            # scores ~0.2); their one mask cut at three levels gives real alternatives.
+            logits, scores = self.predictor.decode(emb, local_pts, local_box, None, False)
+            cuts = (self.threshold, self.threshold + BOX_ONLY_CUT_STEP, self.threshold - BOX_ONLY_CUT_STEP)
+            return self._candidates(emb, logits.expand(-1, 3, -1, -1), scores.expand(-1, 3), cuts)
         logits, scores = self.predictor.decode(emb, local_pts, local_box, None, multimask)
         return self._candidates(emb, logits, scores)
 
-    def _candidates(self, emb: Embedding, logits: torch.Tensor, scores: torch.Tensor) -> Candidates:
+    def _candidates(self, emb: Embedding, logits: torch.Tensor, scores: torch.Tensor,
+                    cuts: tuple[float, ...] | None = None) -> Candidates:
         from .predictor import Candidates
 
-        masks = (self.predictor.upscale(logits, emb) > self.threshold).cpu().numpy()
+        up = self.predictor.upscale(logits, emb)
+        levels = torch.tensor(cuts if cuts is not None else [self.threshold] * up.shape[0], dtype=up.dtype)
+        masks = (up > levels[:, None, None].to(up.device)).cpu().numpy()
         return Candidates(masks, scores[0].cpu().numpy(), logits[0].cpu().numpy())
 
     def _box_from_points(self, emb: Embedding, pts: tuple[np.ndarray, np.ndarray] | None) -> np.ndarray:
