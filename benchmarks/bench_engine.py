@@ -21,18 +21,9 @@ from pathlib import Path
 import numpy as np
 import tifffile
 import torch
+from timing import median_time
 
 DATA = Path(__file__).resolve().parents[1] / "tests" / "data"
-
-
-def median_time(fn, repeats: int) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
 
 
 def gt_boxes(labels: np.ndarray) -> list[tuple[int, np.ndarray]]:

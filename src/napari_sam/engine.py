@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from .cache import EmbeddingCache, Key
-from .imaging import plane_of
+from .imaging import intensity_limits, plane_of
 from .predictor import Embedding
 
 Index = tuple[int, ...]
@@ -148,6 +148,9 @@ class Engine:
         self._queue: list[tuple[PlaneSource, Index]] = []
         self._lock = threading.Lock()
         self._cancelled = threading.Event()
+        self._stores: dict[tuple[Hashable, ...], Any] = {}
+        self.store_hits = 0
+        self.store_error: str | None = None
 
     @property
     def model_name(self) -> str:
@@ -168,8 +171,39 @@ class Engine:
         hit = self.cache.get(key, self._device())
         if hit is not None:
             return hit
-        emb = self.predictor.embed(source.plane(index))
+        emb = self._compute(source, index)
         self.cache.put(key, emb)
+        return emb
+
+    # ----------------------------------------------------------------- disk store
+
+    def attach_store(self, source: PlaneSource, store: Any) -> None:
+        """Read planes of ``source`` from an :class:`~napari_sam.store.EmbeddingStore` when
+        they are there (unchanged), and write the planes computed here into it."""
+        self._stores[source.signature] = store
+        self.store_error = None
+
+    def store_for(self, source: PlaneSource) -> Any:
+        return self._stores.get(source.signature)
+
+    def _compute(self, source: PlaneSource, index: Index) -> Embedding:
+        plane = source.plane(index)
+        store = self._stores.get(source.signature)
+        if store is None:
+            return self.predictor.embed(plane)
+        index = source.check(index)
+        digest = store.digest(plane)
+        stored = store.get(index, digest, self._device())
+        if stored is not None:
+            self.store_hits += 1
+            return stored
+        limits = intensity_limits(plane, self.predictor.percentiles)
+        emb = self.predictor.embed(plane, limits=limits)
+        try:
+            store.put(index, digest, emb, limits)
+        except OSError as exc:  # a full or read-only disk: keep working from memory
+            self._stores.pop(source.signature, None)
+            self.store_error = f"stopped writing the embedding store: {exc}"
         return emb
 
     # ----------------------------------------------------------------- queue
@@ -214,7 +248,7 @@ class Engine:
             source, index = job
             start = time.perf_counter()
             key = self.key(source, index)
-            self.cache.put(key, self.predictor.embed(source.plane(index)))
+            self.cache.put(key, self._compute(source, index))
             yield PlaneReady(source, index, key, time.perf_counter() - start, self.pending())
 
     def run_all(self, callback: Callable[[PlaneReady], None] | None = None) -> int:

@@ -94,11 +94,21 @@ class EmbeddingStore:
         self._digest = group["digest"]
 
     @classmethod
-    def open(cls, path: str | Path, predictor: Predictor, layout: StackLayout, clevel: int = 5) -> EmbeddingStore:
+    def open(cls, path: str | Path, predictor: Predictor, layout: StackLayout, clevel: int = 5,
+             create: bool = True) -> EmbeddingStore:
         """Open the store at ``path``, creating it, or starting it afresh if it was made
-        for another model, data shape or preprocessing."""
+        for another model, data shape or preprocessing. With ``create=False`` the store
+        must exist and fit: otherwise a ValueError says why, and nothing is changed."""
         zarr = _zarr()
         meta = _meta(predictor, layout)
+        if not create:
+            group, found = open_store(path)
+            if found != meta:
+                differ = sorted(k for k in set(meta) | set(found) if meta.get(k) != found.get(k))
+                detail = ", ".join(f"{k}: store {found.get(k)!r}, here {meta.get(k)!r}" for k in differ[:3])
+                raise ValueError(f"the embedding store {path} was made for other data or another model ({detail}); "
+                                 "embed this layer with 'napari-sam embed' to make one that fits")
+            return cls(zarr.open_group(str(path), mode="r+"), meta)
         group = zarr.open_group(str(path), mode="a")
         if dict(group.attrs).get("napari_sam") == meta and all(k in group for k in ("features", "limits", "digest")):
             return cls(group, meta)

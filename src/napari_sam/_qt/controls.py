@@ -112,6 +112,8 @@ class Controls(QWidget):
         self.commit = QPushButton("Commit (C)")
         self.clear = QPushButton("Clear (X)")
         self.undo = QPushButton("Undo")
+        self.store = QPushButton("Use embedding store ...")
+        self.store.setToolTip("Read (and extend) embeddings precomputed with 'napari-sam embed': a .zarr folder")
         self._lay_out()
 
     def _lay_out(self) -> None:
@@ -121,6 +123,7 @@ class Controls(QWidget):
         form.addRow("labels", self.output)
         form.addRow("model", self.model)
         form.addRow("device", self.device)
+        form.addRow("embeddings", self.store)
         modes = QHBoxLayout()
         for w in (self.box_mode, self.point_mode, self.negative):
             modes.addWidget(w)

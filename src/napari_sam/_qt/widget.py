@@ -84,6 +84,7 @@ class SamWidget(QWidget):
         ui.commit.clicked.connect(self.commit)
         ui.clear.clicked.connect(self.clear)
         ui.undo.clicked.connect(self.undo)
+        ui.store.clicked.connect(self._choose_store)
         self.embedder.ready.connect(self._on_plane_ready)
         self.embedder.failed.connect(self._on_failure)
         self.predictions.shown.connect(self._show_scores)
@@ -142,6 +143,35 @@ class SamWidget(QWidget):
     def _on_failure(self, message: str) -> None:
         self._set_status(message)
         show_warning(f"SAM: {message}")
+
+    # ------------------------------------------------------------------ disk store
+
+    def _choose_store(self) -> None:
+        from qtpy.QtWidgets import QFileDialog
+
+        path = QFileDialog.getExistingDirectory(self, "Embedding store (.zarr folder)")
+        if path:
+            self.open_store(path)
+
+    def open_store(self, path: str) -> bool:
+        """Serve the current image's planes from an embedding store made by ``napari-sam embed``
+        (for this layer's data and the chosen model); planes embedded here are added to it."""
+        from ..store import EmbeddingStore, StackLayout
+
+        if self.engine is None or self.view is None:
+            self._on_failure("choose an image and wait for the model before opening an embedding store")
+            return False
+        source = self.view.source
+        try:
+            layout = StackLayout.of(source.data, source.channel_axis, source.rgb, source.plane_axes)
+            store = EmbeddingStore.open(path, self.engine.predictor, layout, create=False)
+        except (ValueError, OSError, KeyError) as exc:
+            self._on_failure(f"cannot use {path}: {exc}")
+            return False
+        self.engine.attach_store(source, store)
+        self._set_status(f"embeddings from {path}")
+        self._request_embedding()
+        return True
 
     # ------------------------------------------------------------------ image and planes
 
