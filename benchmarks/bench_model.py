@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import platform
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -26,12 +27,13 @@ def bench_vit_b(repeats: int, precision: str) -> None:
 
     from napari_sam import Predictor
     from napari_sam.model import Sam, load_state_dict
+    from napari_sam.model.fast import apply_precision, resolve_precision
 
     torch.manual_seed(0)
     ref_model = build_sam_vit_b().eval()
     ours = Sam("vit_b")
     load_state_dict(ours, ref_model.state_dict(), "vit_b")
-    ours.precision = precision
+    apply_precision(ours.eval(), resolve_precision(precision, torch.device("cpu")))
     ref, pred = SamPredictor(ref_model), Predictor(ours)
     image = np.random.default_rng(0).integers(0, 255, (1024, 1024, 3), dtype=np.uint8)
     with torch.inference_mode():
@@ -79,15 +81,42 @@ def bench_lite_medsam(repeats: int, precision: str) -> None:
     report("LiteMedSAM prompt -> 3 masks at 512x512", t_ours, t_ref)
 
 
+def bench_quality() -> None:
+    """Box mIoU of the fast path against fp32 on the real nuclei (ground-truth boxes)."""
+    import tifffile
+    from skimage.measure import regionprops
+
+    from napari_sam import Predictor, load_model
+
+    data = Path(__file__).resolve().parents[1] / "tests" / "data"
+    image, labels = tifffile.imread(data / "nuclei2d.tif"), tifffile.imread(data / "nuclei2d_labels.tif")
+    boxes = [(r.label, (r.bbox[0], r.bbox[1], r.bbox[2] - 1, r.bbox[3] - 1)) for r in regionprops(labels)]
+    scores = {}
+    for precision in ("fp32", "bf16"):
+        pred = Predictor(load_model("lite_medsam", device="cpu", precision=precision))
+        emb = pred.embed(image)
+        ious = []
+        for label, box in boxes:
+            mask, truth = pred.predict(emb, box=box, multimask=False).masks[0], labels == label
+            ious.append((mask & truth).sum() / (mask | truth).sum())
+        scores[precision] = float(np.mean(ious))
+    print(f"LiteMedSAM box mIoU on real nuclei ({len(boxes)} boxes): fp32 {scores['fp32']:.4f}  "
+          f"bf16 {scores['bf16']:.4f}  difference {scores['bf16'] - scores['fp32']:+.4f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
     parser.add_argument("--skip-vit-b", action="store_true", help="vit_b takes ~10 s per embedding on 2 cores")
     args = parser.parse_args()
+    from napari_sam.model.fast import resolve_precision
+
+    chosen = resolve_precision(args.precision, torch.device("cpu"))
     print(f"machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads, "
-          f"torch {torch.__version__}, precision {args.precision}")
+          f"torch {torch.__version__}, precision {args.precision} (runs {chosen})")
     bench_lite_medsam(args.repeats, args.precision)
+    bench_quality()
     if not args.skip_vit_b:
         bench_vit_b(args.repeats, args.precision)
 

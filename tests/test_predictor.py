@@ -48,6 +48,22 @@ def test_quality_matches_litemedsam_pipeline(lite_predictor, nuclei2d_embedding,
     assert np.mean(ours) >= np.mean(theirs) - 0.02, (np.mean(ours), np.mean(theirs))
 
 
+def test_fast_path_keeps_box_quality(lite_predictor, nuclei2d_embedding, nuclei2d):
+    """bf16 encoder (the fast path of precision='auto' on bf16 hardware) vs the exact fp32 one."""
+    image, labels = nuclei2d
+    fast = Predictor(load_model("lite_medsam", device="cpu", precision="bf16"))
+    assert fast.model.precision == "bf16" and fast.model.image_encoder.patch_embed.seq[0].c.bias is not None
+    emb = fast.embed(image)
+    assert emb.features.dtype == torch.float32
+    exact, quick = [], []
+    for label, box in gt_boxes(labels):
+        gt = labels == label
+        exact.append(iou(lite_predictor.predict(nuclei2d_embedding, box=box, multimask=False).masks[0], gt))
+        quick.append(iou(fast.predict(emb, box=box, multimask=False).masks[0], gt))
+    assert abs(np.mean(quick) - np.mean(exact)) <= 0.01, (np.mean(quick), np.mean(exact))
+    assert np.mean(exact) > 0.6
+
+
 @pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.int32, np.float32, np.float64])
 def test_any_numeric_dtype(lite_predictor, nuclei2d, dtype):
     image = nuclei2d[0].astype(np.float64)

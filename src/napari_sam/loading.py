@@ -9,20 +9,8 @@ from pathlib import Path
 import torch
 
 from .model import CheckpointError, Sam, guess_arch, load_state_dict, read_checkpoint
+from .model.fast import apply_precision, resolve_precision
 from .registry import ARCHITECTURES, ModelSpec, get_spec
-
-PRECISIONS = ("auto", "fp32", "bf16")
-
-
-def resolve_precision(precision: str, device: torch.device) -> str:
-    """The numeric path to run: "fp32" (exact) or "bf16". "auto" stays exact for now."""
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
-    if precision == "auto":
-        return "fp32"
-    if precision == "bf16" and device.type == "mps":
-        raise ValueError("bf16 is not supported on Apple MPS here: use precision='fp32'")
-    return precision
 
 
 def spec_for(name_or_path: str | Path, model_type: str | None = None) -> tuple[ModelSpec, Path | None]:
@@ -54,6 +42,9 @@ def load_model(
     ``name_or_path`` is a registry name (``lite_medsam``, ``vit_b``, ``vit_l``, ``vit_h``,
     ``vit_t``, ...) or a checkpoint file; for a file, ``model_type`` names the architecture
     (guessed from the weights when omitted). Downloads report ``progress(done, total)``.
+    ``precision``: "fp32" is the exact path; "bf16" runs the image encoder in bfloat16
+    (see :mod:`napari_sam.model.fast`); "auto" takes bf16 where the CPU or GPU runs it
+    natively, fp32 elsewhere.
     The returned module carries ``.spec`` (what it is and is good at) and ``.precision``.
     """
     from .device import select_device
@@ -73,8 +64,8 @@ def load_model(
     model = Sam(arch)
     load_state_dict(model, state, arch, spec.unused_prefixes)
     dev = device if isinstance(device, torch.device) else select_device(device)
+    chosen = resolve_precision(precision, dev)  # a bad value fails before the weights move
     with friendly_oom("loading the weights", spec.name, dev):
         model = model.to(dev).eval()
     model.spec = spec
-    model.precision = resolve_precision(precision, dev)
-    return model
+    return apply_precision(model, chosen)

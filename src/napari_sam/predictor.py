@@ -3,7 +3,6 @@ three candidate masks and their predicted IoU. No napari here."""
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -13,6 +12,8 @@ import torch.nn.functional as F
 from .errors import friendly_oom
 from .imaging import DEFAULT_PERCENTILES, as_plane, model_input
 from .model import Sam
+from .model.fast import encoder_dtype
+from .model.transformer import PreparedImage
 from .zoom import BOX_ONLY_CUT_STEP, Cache, Zoom
 
 LOW_RES = 256  # side of the decoder's mask logits
@@ -73,15 +74,11 @@ class Predictor:
         self.model_name = spec.name if spec is not None else model.arch
         self.box_only = bool(spec.box_only) if spec is not None else model.arch == "lite_medsam"
         self._zoom: Zoom | None = None
+        self._prepared: tuple[torch.Tensor, PreparedImage] | None = None
 
     @property
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
-
-    def _autocast(self) -> contextlib.AbstractContextManager:
-        if getattr(self.model, "precision", "fp32") == "bf16":
-            return torch.autocast(self.device.type, dtype=torch.bfloat16)
-        return contextlib.nullcontext()
 
     def embed(self, image: object, limits: tuple[float, float] | None = None) -> Embedding:
         """Compute the image embedding of one 2D plane, (H, W) or (H, W, C), any numeric dtype.
@@ -91,9 +88,9 @@ class Predictor:
         """
         plane = as_plane(image)
         x, input_size = model_input(plane, self.model.img_size, self.normalisation, self.percentiles, limits)
-        with friendly_oom("embedding a plane", self.model_name, self.device), torch.inference_mode(), \
-                self._autocast():
-            features = self.model.image_encoder(x.to(self.device)).float()
+        with friendly_oom("embedding a plane", self.model_name, self.device), torch.inference_mode():
+            x = x.to(self.device, encoder_dtype(self.model))
+            features = self.model.image_encoder(x).float()
         return Embedding(features, tuple(plane.shape[:2]), input_size, self.model.img_size, self.model_name)
 
     def segment(
@@ -202,12 +199,28 @@ class Predictor:
             box_t = torch.as_tensor(xyxy, device=dev)
         mask_t = None if mask_input is None else torch.as_tensor(np.asarray(mask_input, np.float32)[:, None], device=dev)
         pe = self.model.prompt_encoder
-        with torch.inference_mode(), self._autocast():
+        with torch.inference_mode():
             sparse, dense = pe(point_t, box_t, mask_t)
-            logits, scores = self.model.mask_decoder(
-                embedding.features.to(dev), pe.dense_pe(), sparse, dense, multimask=multimask
-            )
+            if mask_t is None:
+                logits, scores = self.model.mask_decoder(
+                    None, None, sparse, None, multimask=multimask, prepared=self._prepared_image(embedding))
+            else:
+                logits, scores = self.model.mask_decoder(
+                    embedding.features.to(dev, torch.float32), pe.dense_pe(), sparse, dense, multimask=multimask)
         return logits.float(), scores.float()
+
+    def _prepared_image(self, embedding: Embedding) -> PreparedImage:
+        """The decoder's prompt-independent work for ``embedding`` (without a mask prompt),
+        kept for the last embedding used: every prompt after the first on a plane skips it."""
+        cached = self._prepared
+        if cached is not None and cached[0] is embedding.features:
+            return cached[1]
+        pe = self.model.prompt_encoder
+        features = embedding.features.to(self.device, torch.float32)
+        no_mask = pe.no_mask_embed.weight.reshape(1, -1, 1, 1)
+        prepared = self.model.mask_decoder.prepare_image(features, pe.dense_pe(), no_mask)
+        self._prepared = (embedding.features, prepared)
+        return prepared
 
     def upscale(self, logits: torch.Tensor, embedding: Embedding) -> torch.Tensor:
         """Low-res logits (1, K, 256, 256) -> (K, H, W) logits at the plane's size."""
@@ -216,7 +229,8 @@ class Predictor:
         with torch.inference_mode():
             x = logits if logits.shape[-1] == s else F.interpolate(logits, (s, s), mode="bilinear", align_corners=False)
             x = x[..., :h, :w]
-            x = F.interpolate(x, embedding.original_size, mode="bilinear", align_corners=False)
+            if tuple(x.shape[-2:]) != tuple(embedding.original_size):
+                x = F.interpolate(x, embedding.original_size, mode="bilinear", align_corners=False)
         return x[0]
 
 

@@ -156,7 +156,7 @@ class WindowAttention(nn.Module):
         q, k, v = qkv.chunk(3, dim=-1)
         bias = self.attention_biases[:, self.bias_index]  # (heads, N, N), broadcast over windows
         # The default scale 1/sqrt(head_dim) is the one TinyViT uses.
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias[None])
         return self.proj(out.transpose(1, 2).reshape(n_win, n_tok, dim))
 
 

@@ -63,15 +63,16 @@ class RelPosAttention(nn.Module):
         self.rel_pos_h = nn.Parameter(torch.zeros(2 * grid[0] - 1, head_dim))
         self.rel_pos_w = nn.Parameter(torch.zeros(2 * grid[1] - 1, head_dim))
 
-    def bias(self, q: torch.Tensor, h: int, w: int) -> torch.Tensor:
-        """Additive attention bias (BN, h*w, h*w) from queries q (BN, h*w, d)."""
+    def bias_terms(self, q: torch.Tensor, h: int, w: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The two halves of the decomposed bias from queries q (BN, h*w, d).
+
+        Returns (BN, h, w, h) and (BN, h, w, w): the bias of query (y, x) towards key
+        (y', x') is ``bias_h[:, y, x, y'] + bias_w[:, y, x, x']``.
+        """
         rh = relative_position_table(self.rel_pos_h, h, h)
         rw = relative_position_table(self.rel_pos_w, w, w)
         q = q.reshape(q.shape[0], h, w, -1)
-        bias_h = torch.einsum("nyxd,ykd->nyxk", q, rh)
-        bias_w = torch.einsum("nyxd,xkd->nyxk", q, rw)
-        bias = bias_h[..., :, None] + bias_w[..., None, :]
-        return bias.reshape(q.shape[0], h * w, h * w)
+        return torch.einsum("nyxd,ykd->nyxk", q, rh), torch.einsum("nyxd,xkd->nyxk", q, rw)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, h, w, c = x.shape
@@ -79,10 +80,45 @@ class RelPosAttention(nn.Module):
         qkv = self.qkv(x).reshape(b, h * w, 3, heads, c // heads)
         q, k, v = qkv.permute(2, 0, 3, 1, 4).reshape(3, b * heads, h * w, c // heads)
         # The bias is computed from the unscaled queries, as in the trained models.
-        attn_bias = self.bias(q, h, w)
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_bias.to(q.dtype))
+        bias_h, bias_w = self.bias_terms(q, h, w)
+        out = attend_with_decomposed_bias(q, k, v, bias_h.to(q.dtype), bias_w.to(q.dtype))
         out = out.reshape(b, heads, h, w, c // heads).permute(0, 2, 3, 1, 4)
         return self.proj(out.reshape(b, h, w, c))
+
+
+# Query rows per step when the full (h*w, h*w) bias would be large: global attention at
+# 64x64 has a 4096 x 4096 bias per head, which costs more to write and read than to use.
+_CHUNK_TOKENS = 1024
+
+
+def attend_with_decomposed_bias(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias_h: torch.Tensor, bias_w: torch.Tensor
+) -> torch.Tensor:
+    """softmax(q k^T / sqrt(d) + bias) v for q, k, v (N, h*w, d), bias from its two halves.
+
+    Small grids (windows) get the whole bias at once; large ones are done per head and per
+    band of query rows, so the bias never exists for more than ``_CHUNK_TOKENS`` queries.
+    """
+    n, h, w, _ = bias_h.shape
+    tokens = h * w
+    if tokens <= _CHUNK_TOKENS:
+        bias = (bias_h[..., :, None] + bias_w[..., None, :]).reshape(n, tokens, tokens)
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
+    out = torch.empty_like(v)
+    rows = max(1, _CHUNK_TOKENS // w)
+    scale = q.shape[-1] ** -0.5
+    for i in range(n):
+        for y0 in range(0, h, rows):
+            y1 = min(h, y0 + rows)
+            band = slice(y0 * w, y1 * w)
+            bias = (bias_h[i, y0:y1, :, :, None] + bias_w[i, y0:y1, :, None, :]).reshape(1, -1, tokens)
+            if q.dtype == torch.float32:
+                out[i, band] = F.scaled_dot_product_attention(q[i, None, band], k[i, None], v[i, None], attn_mask=bias)[0]
+            else:
+                # In bfloat16 the explicit form is faster on CPUs than the fused kernel.
+                scores = torch.baddbmm(bias, q[i, None, band], k[i, None].transpose(1, 2), alpha=scale)
+                out[i, band] = torch.bmm(scores.softmax(-1), v[i, None])[0]
+    return out
 
 
 def to_windows(x: torch.Tensor, size: int) -> tuple[torch.Tensor, tuple[int, int]]:
