@@ -55,19 +55,6 @@ class MaskDecoder(nn.Module):
         if ``multimask`` else 1.
         """
         keep = slice(1, None) if multimask else slice(0, 1)
-        return self.predict(image_embeddings, image_pe, sparse, dense, keep, prepared)
-
-    def predict(
-        self,
-        image_embeddings: torch.Tensor | None,
-        image_pe: torch.Tensor | None,
-        sparse: torch.Tensor,
-        dense: torch.Tensor | None,
-        keep: slice = slice(None),
-        prepared: PreparedImage | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Logits (B, K, 256, 256) and IoU predictions (B, K) of the mask tokens ``keep``
-        (default: all four)."""
         b = sparse.shape[0]
         out_tokens = torch.cat([self.iou_token.weight, self.mask_tokens.weight]).expand(b, -1, -1)
         tokens = torch.cat([out_tokens, sparse], dim=1)
