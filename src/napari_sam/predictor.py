@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from .errors import friendly_oom
 from .imaging import DEFAULT_PERCENTILES, as_plane, model_input
 from .model import Sam
-from .model.fast import encoder_dtype
+from .model.fast import encoder_input
 from .model.transformer import PreparedImage
 from .zoom import BOX_ONLY_CUT_STEP, Cache, Zoom
 
@@ -89,7 +89,7 @@ class Predictor:
         plane = as_plane(image)
         x, input_size = model_input(plane, self.model.img_size, self.normalisation, self.percentiles, limits)
         with friendly_oom("embedding a plane", self.model_name, self.device), torch.inference_mode():
-            x = x.to(self.device, encoder_dtype(self.model))
+            x = encoder_input(self.model, x)
             features = self.model.image_encoder(x).float()
         return Embedding(features, tuple(plane.shape[:2]), input_size, self.model.img_size, self.model_name)
 

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .common import LayerNorm2d, StackedLinear
+from .common import GELU, LayerNorm2d, StackedLinear
 from .transformer import PreparedImage, TwoWayTransformer
 
 
@@ -23,9 +23,9 @@ class MaskDecoder(nn.Module):
         self.output_upscaling = nn.Sequential(
             nn.ConvTranspose2d(dim, dim // 4, kernel_size=2, stride=2),
             LayerNorm2d(dim // 4),
-            nn.GELU(),
+            GELU(),
             nn.ConvTranspose2d(dim // 4, dim // 8, kernel_size=2, stride=2),
-            nn.GELU(),
+            GELU(),
         )
         self.output_hypernetworks_mlps = nn.ModuleList(
             StackedLinear(dim, dim, dim // 8, 3) for _ in range(self.num_mask_tokens)

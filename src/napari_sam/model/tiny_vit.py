@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .common import make_neck
+from .common import GELU, add_, gelu_, make_neck
 
 __all__ = ["TinyViTConfig", "TINY_VIT_CONFIGS", "TinyViTEncoder", "relative_bias_index"]
 
@@ -91,7 +91,7 @@ class PatchEmbed(nn.Module):
         # The GELU sits at index 1 so that the convolutions are ``seq.0`` and ``seq.2``.
         self.seq = nn.Sequential(
             ConvBN(in_chans, dim // 2, kernel, stride),
-            nn.GELU(),
+            GELU(),
             ConvBN(dim // 2, dim, kernel, stride),
         )
 
@@ -110,9 +110,9 @@ class MBConv(nn.Module):
         self.conv3 = ConvBN(hidden, dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = F.gelu(self.conv1(x))
-        y = F.gelu(self.conv2(y))
-        return F.gelu(x + self.conv3(y))
+        y = gelu_(self.conv1(x))
+        y = gelu_(self.conv2(y))
+        return gelu_(add_(self.conv3(y), x))
 
 
 class PatchMerging(nn.Module):
@@ -125,8 +125,8 @@ class PatchMerging(nn.Module):
         self.conv3 = ConvBN(out_dim, out_dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = F.gelu(self.conv1(x))
-        x = F.gelu(self.conv2(x))
+        x = gelu_(self.conv1(x))
+        x = gelu_(self.conv2(x))
         return self.conv3(x)
 
 
@@ -170,7 +170,7 @@ class MLP(nn.Module):
         self.fc2 = nn.Linear(hidden, dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc2(F.gelu(self.fc1(self.norm(x))))
+        return self.fc2(gelu_(self.fc1(self.norm(x))))
 
 
 class TinyViTBlock(nn.Module):
@@ -200,9 +200,9 @@ class TinyViTBlock(nn.Module):
         return out[:, :h, :w]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self._attend(x)
+        x = add_(self._attend(x), x)
         x = self.local_conv(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
-        return x + self.mlp(x)
+        return add_(self.mlp(x), x)
 
 
 class ConvStage(nn.Module):

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .common import FeedForward, make_neck
+from .common import FeedForward, add_, make_neck
 
 
 @dataclass(frozen=True)
@@ -162,8 +162,8 @@ class ViTBlock(nn.Module):
             y = from_windows(self.attn(y), padded, hw)
         else:
             y = self.attn(y)
-        x = x + y
-        return x + self.mlp(self.norm2(x))
+        x = add_(y, x)
+        return add_(self.mlp(self.norm2(x)), x)
 
 
 class PatchEmbed(nn.Module):
