@@ -49,11 +49,15 @@ class ActivityBar(QObject):
 
     Adding a bar to napari's activity dock relayouts the window (it even runs
     processEvents): done once per burst of work, not once per plane or slice change.
+    Reports that arrive while the bar is being made (delivered by that processEvents)
+    update it instead of making more bars.
     """
 
     def __init__(self, parent: QObject | None = None) -> None:
         super().__init__(parent)
         self._bar: progress | None = None
+        self._making = False
+        self._latest: tuple[int, int, str] | None = None
         self._linger = QTimer(self)
         self._linger.setSingleShot(True)
         self._linger.timeout.connect(self.close)
@@ -64,11 +68,22 @@ class ActivityBar(QObject):
 
     def show(self, done: int, total: int, desc: str) -> None:
         self._linger.stop()
+        self._latest = (done, total, desc)
+        if self._making:
+            return
         if self._bar is None:
-            self._bar = progress(total=total, desc=desc)
-        else:
-            self._bar.total = total
-            self._bar.set_description(desc)
+            self._making = True
+            try:
+                bar = progress(total=total, desc=desc)
+            finally:
+                self._making = False
+            self._bar = bar
+            if self._latest is None:  # closed while it was being made
+                self.close()
+                return
+            done, total, desc = self._latest
+        self._bar.total = total
+        self._bar.set_description(desc)
         self.set(done, total)
 
     def set(self, done: int, total: int) -> None:
@@ -84,6 +99,7 @@ class ActivityBar(QObject):
 
     def close(self) -> None:
         self._linger.stop()
+        self._latest = None
         if self._bar is not None:
             self._bar.close()
             self._bar = None
@@ -224,7 +240,7 @@ class ModelLoader(QObject):
     def __init__(self, cache: EmbeddingCache, parent: QObject | None = None) -> None:
         super().__init__(parent)
         self.cache = cache
-        self._bar: progress | None = None
+        self.bar = ActivityBar(self)
         self.downloading.connect(self._on_download)
 
     def load(self, name: str, device: str, token: object) -> None:
@@ -232,7 +248,7 @@ class ModelLoader(QObject):
         worker = create_worker(self._build, name, device, _start_thread=False, _ignore_errors=True)
         worker.returned.connect(guarded(self, lambda engine: self.loaded.emit(engine, token)))
         worker.errored.connect(guarded(self, lambda exc: self.failed.emit(f"could not load {name}: {exc}", token)))
-        worker.finished.connect(guarded(self, self._close_bar))
+        worker.finished.connect(guarded(self, self.bar.close))
         worker.start()
 
     def _build(self, name: str, device: str) -> Engine:
@@ -245,14 +261,4 @@ class ModelLoader(QObject):
         return Engine(Predictor(model), self.cache, num_threads=threads)
 
     def _on_download(self, done: int, total: int | None) -> None:
-        if self._bar is None:
-            self._bar = progress(total=total or 0, desc="SAM: downloading weights")
-        if total:
-            self._bar.total = total
-        self._bar.n = done
-        self._bar.refresh()
-
-    def _close_bar(self) -> None:
-        if self._bar is not None:
-            self._bar.close()
-            self._bar = None
+        self.bar.show(done, total or 0, "SAM: downloading weights")
