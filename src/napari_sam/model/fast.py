@@ -1,11 +1,13 @@
 """The fast inference path: the image encoder in bfloat16 and channels-last, TinyViT's
-BatchNorms folded into their convolutions. The prompt encoder and mask decoder stay in float32: they are cheap,
-and the predicted IoU they give is what users rank candidates by.
+BatchNorms folded into their convolutions; the mask decoder's matrix products under bf16
+autocast (its weights and LayerNorms stay float32).
 
 ``precision="fp32"`` leaves the network exactly as loaded (the reference-parity path).
 """
 
 from __future__ import annotations
+
+from contextlib import AbstractContextManager, nullcontext
 
 import torch
 from torch import nn
@@ -83,3 +85,12 @@ def encoder_input(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     if getattr(model, "precision", "fp32") == "bf16":
         return x.to(weight.device, weight.dtype, memory_format=torch.channels_last)
     return x.to(weight.device, weight.dtype)
+
+
+def decoder_autocast(model: nn.Module) -> AbstractContextManager:
+    """Context for running ``model``'s prompt encoder and mask decoder: bf16 autocast on
+    the fast path (the 4096 image tokens' projections dominate a prompt), else nothing."""
+    if getattr(model, "precision", "fp32") != "bf16":
+        return nullcontext()
+    device = next(model.mask_decoder.parameters()).device
+    return torch.autocast(device.type, dtype=torch.bfloat16)
