@@ -63,5 +63,6 @@ def test_event_loop_keeps_ticking_while_encoding(sam, qtbot, lite_predictor, nuc
     record_property("max_event_loop_gap_ms", round(1000 * while_encoding, 1))
     print(f"\nencoded for {end - encoding:.2f} s: max event-loop gap {1000 * while_encoding:.1f} ms while "
           f"encoding, {1000 * overall:.1f} ms including napari drawing the new plane")
-    assert end - encoding > 0.3  # it really encoded (LiteMedSAM takes ~1.5 s per plane on 2 cores)
+    # the gaps were measured over the encoding: the timer ticked through it
+    assert sum(encoding <= t <= end for t in ticker.ticks) >= 5
     assert while_encoding < MAX_GAP_S, f"the event loop stalled {1000 * while_encoding:.0f} ms while encoding"
