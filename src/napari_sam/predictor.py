@@ -217,8 +217,7 @@ class Predictor:
             return cached[1]
         pe = self.model.prompt_encoder
         features = embedding.features.to(self.device, torch.float32)
-        no_mask = pe.no_mask_embed.weight.reshape(1, -1, 1, 1)
-        prepared = self.model.mask_decoder.prepare_image(features, pe.dense_pe(), no_mask)
+        prepared = self.model.mask_decoder.prepare_image(features, pe.dense_pe(), pe.no_mask_dense())
         self._prepared = (embedding.features, prepared)
         return prepared
 

@@ -60,6 +60,10 @@ class PromptEncoder(nn.Module):
         )
         self._dense_pe: torch.Tensor | None = None
 
+    def no_mask_dense(self, batch: int = 1) -> torch.Tensor:
+        """The dense embedding when no mask is given: (batch, C, 64, 64), one learnt vector."""
+        return self.no_mask_embed.weight.reshape(1, -1, 1, 1).expand(batch, -1, *self.grid_size)
+
     def dense_pe(self) -> torch.Tensor:
         """Positional encoding of the embedding grid, (1, C, 64, 64); cached (prompt-independent)."""
         pe = self._dense_pe
@@ -120,5 +124,5 @@ class PromptEncoder(nn.Module):
         if masks is not None:
             dense = self.mask_downscaling(masks)
         else:
-            dense = weight.reshape(1, -1, 1, 1).expand(batch, -1, *self.grid_size)
+            dense = self.no_mask_dense(batch)
         return sparse, dense
