@@ -24,21 +24,46 @@ def commit_mask(labels: Any, mask: np.ndarray, view: PlaneView, index: Index, ov
     ``Labels.data_setitem`` inside ``block_history``: one Ctrl+Z removes it. Returns the
     new id, or None when no pixel was free to paint.
     """
+    _check_shape(labels, view)
+    return _paint(labels, [_free_pixels(labels, mask, view, index, overwrite)])
+
+
+def commit_volume(labels: Any, masks: np.ndarray, view: PlaneView, index: Index, axis: int,
+                  overwrite: bool = False) -> int | None:
+    """Paint a (Z, H, W) ``masks`` through stack axis ``axis`` (its position in ``index``) of
+    ``labels`` under one new id, in one undoable step; otherwise as :func:`commit_mask`."""
+    _check_shape(labels, view)
+    slices = np.flatnonzero(np.asarray(masks).any(axis=(1, 2)))
+    at = [index[:axis] + (int(k),) + index[axis + 1:] for k in slices]
+    return _paint(labels, [_free_pixels(labels, masks[k], view, i, overwrite) for k, i in zip(slices, at)])
+
+
+def _check_shape(labels: Any, view: PlaneView) -> None:
     if tuple(labels.data.shape) != view.shape:
         raise ValueError(f"labels layer {labels.name!r} has shape {labels.data.shape}, the image needs {view.shape}")
+
+
+def _free_pixels(labels: Any, mask: np.ndarray, view: PlaneView, index: Index,
+                 overwrite: bool) -> tuple[np.ndarray, ...]:
+    """Labels-space indices of the ``mask`` pixels of plane ``index`` that may be painted."""
     mask = np.asarray(mask, dtype=bool)
     if not overwrite:
-        plane = np.asarray(view.plane_of(labels.data, index))
-        mask = mask & (plane == 0)
+        mask = mask & (np.asarray(view.plane_of(labels.data, index)) == 0)
     rows, cols = np.nonzero(mask)
-    if rows.size == 0:
+    return view.nd_indices(rows, cols, index)
+
+
+def _paint(labels: Any, parts: list[tuple[np.ndarray, ...]]) -> int | None:
+    """Write the next free id at all ``parts`` (labels-space indices) as one history step."""
+    indices = tuple(np.concatenate(axis_parts) for axis_parts in zip(*parts)) if parts else ()
+    if not indices or indices[0].size == 0:
         return None
     new_id = next_free_id(labels)
     dtype = np.dtype(labels.data.dtype)
     if np.issubdtype(dtype, np.integer) and new_id > np.iinfo(dtype).max:
         raise ValueError(f"labels layer {labels.name!r} is full: its dtype {dtype} cannot hold id {new_id}")
     with labels.block_history():
-        labels.data_setitem(view.nd_indices(rows, cols, index), new_id)
+        labels.data_setitem(indices, new_id)
     labels.selected_label = new_id
     return new_id
 

@@ -22,11 +22,16 @@ SHORTCUTS = (
     ("1 / 2 / 3", "choose a candidate"),
     ("N", "next candidate"),
     ("C", "commit the chosen candidate"),
+    ("P", "commit it through the stack, as one 3D object (again: cancel)"),
     ("X", "clear the prompts of this plane"),
     ("T", "toggle positive / negative points"),
     ("Shift+click", "point of the other polarity"),
     ("Ctrl+Z", "undo (on the labels layer)"),
 )
+
+
+PROPAGATE = "Commit through stack (P)"
+CANCEL_PROPAGATE = "Cancel propagation (P)"
 
 
 class LayerCombo(QComboBox):
@@ -112,6 +117,9 @@ class Controls(QWidget):
         self.commit = QPushButton("Commit (C)")
         self.clear = QPushButton("Clear (X)")
         self.undo = QPushButton("Undo")
+        self.propagate = QPushButton(PROPAGATE)
+        self.propagate.setToolTip("Carry the chosen candidate up and down the stack to where the object ends, "
+                                  "and commit it as one 3D object (one Undo removes it)")
         self.store = QPushButton("Use embedding store ...")
         self.store.setToolTip("Read (and extend) embeddings precomputed with 'napari-sam embed': a .zarr folder")
         self._lay_out()
@@ -132,6 +140,8 @@ class Controls(QWidget):
         buttons = QHBoxLayout()
         for b in (self.commit, self.clear, self.undo):
             buttons.addWidget(b)
+        buttons_3d = QHBoxLayout()
+        buttons_3d.addWidget(self.propagate)
         help_box = QGroupBox("shortcuts (on the SAM prompt layers)")
         help_layout = QVBoxLayout(help_box)
         help_layout.addWidget(QLabel("<br>".join(f"<b>{k}</b>: {v}" for k, v in SHORTCUTS)))
@@ -139,6 +149,7 @@ class Controls(QWidget):
         layout.addLayout(form)
         layout.addWidget(self.overwrite)
         layout.addLayout(buttons)
+        layout.addLayout(buttons_3d)
         layout.addWidget(self.plane)
         layout.addWidget(self.status)
         layout.addWidget(self.hint)

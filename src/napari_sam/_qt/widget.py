@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 from napari.layers import Image, Labels
 from napari.utils.notifications import show_warning
 from qtpy.QtCore import QTimer
@@ -19,11 +20,12 @@ from ..engine import Engine, EmbeddingCache, Index, PlaneReady
 from ..registry import get_spec
 from ..weights import checkpoint_status
 from .candidates import CandidateView
-from .commit import commit_mask, new_output_layer
-from .controls import Controls, LayerCombo
+from .commit import commit_mask, commit_volume, new_output_layer
+from .controls import CANCEL_PROPAGATE, PROPAGATE, Controls, LayerCombo
 from .planes import PlaneView, displayed_axes
 from .prompts import PromptLayers
 from .predictions import Predictions
+from .stack import Propagator, StackAlong
 from .workers import Embedder, ModelLoader
 
 PREFETCH = 1  # neighbouring planes embedded ahead, each side
@@ -47,8 +49,10 @@ class SamWidget(QWidget):
         self._model_token = 0
         self.embedder = Embedder(self)
         self.loader = ModelLoader(self.cache, self)
+        self.propagator = Propagator(self)
         keys = {"1": lambda: self.choose(0), "2": lambda: self.choose(1), "3": lambda: self.choose(2),
-                "N": self.next_candidate, "C": self.commit, "X": self.clear, "T": self.toggle_negative}
+                "N": self.next_candidate, "C": self.commit, "X": self.clear, "T": self.toggle_negative,
+                "P": self.propagate}
         self.prompts = PromptLayers(viewer, self._on_prompts, keys)
         self.cands = CandidateView(viewer)
         self.predictions = Predictions(self.prompts, self.cands, self)
@@ -84,6 +88,10 @@ class SamWidget(QWidget):
         ui.commit.clicked.connect(self.commit)
         ui.clear.clicked.connect(self.clear)
         ui.undo.clicked.connect(self.undo)
+        ui.propagate.clicked.connect(self.propagate)
+        self.propagator.done.connect(self._on_propagated)
+        self.propagator.failed.connect(lambda message: self._propagation_ended(f"propagation failed: {message}"))
+        self.propagator.cancelled.connect(lambda: self._propagation_ended("propagation cancelled: nothing committed"))
         ui.store.clicked.connect(self._choose_store)
         self.embedder.ready.connect(self._on_plane_ready)
         self.embedder.failed.connect(self._on_failure)
@@ -322,6 +330,49 @@ class SamWidget(QWidget):
         self._set_status(f"committed object {new_id} to {labels.name!r} (Undo, or Ctrl+Z on that layer)")
         return new_id
 
+    def propagate(self) -> None:
+        """Carry the chosen candidate through the stack and commit it as one 3D object; while
+        that runs, cancel it."""
+        if self.propagator.busy:
+            self.propagator.cancel()
+            return
+        where, mask = self.cands.where, self.cands.mask
+        if where is None or mask is None or self.engine is None:
+            self._set_status("nothing to propagate: draw a box around an object first")
+            return
+        view, index = where
+        if not index:
+            self._set_status("nothing to propagate through: this image is a single plane")
+            return
+        axis = len(index) - 1  # the stack axis next to the plane: z in (t, z, y, x)
+        stack = StackAlong(view.source, index, axis)
+        self.propagator.start(self.engine, stack, index[axis], mask, (view, index, axis))
+        self.ui.propagate.setText(CANCEL_PROPAGATE)
+        self._set_status("propagating through the stack ... (P again cancels)")
+
+    def _on_propagated(self, masks: Any, context: tuple[Any, ...]) -> None:
+        view, index, axis = context
+        labels = self.ui.output.layer()
+        if labels is None:
+            labels = new_output_layer(self.viewer, view)
+            self.ui.output.set_layer(labels)
+        try:
+            new_id = commit_volume(labels, masks, view, index, axis, overwrite=self.ui.overwrite.isChecked())
+        except ValueError as exc:
+            self._propagation_ended(f"nothing committed: {exc}")
+            return
+        if new_id is None:
+            self._propagation_ended("nothing committed: the object lies on existing objects (tick overwrite)")
+            return
+        slices = np.flatnonzero(np.asarray(masks).any(axis=(1, 2)))
+        self.prompts.clear(view, index)
+        self._propagation_ended(f"committed object {new_id} through slices {slices[0]}-{slices[-1]} to "
+                                f"{labels.name!r} (one Undo removes it)")
+
+    def _propagation_ended(self, status: str) -> None:
+        self.ui.propagate.setText(PROPAGATE)
+        self._set_status(status)
+
     def undo(self) -> None:
         labels = self.ui.output.layer()
         if labels is None:
@@ -363,4 +414,5 @@ class SamWidget(QWidget):
 
     def closeEvent(self, event: Any) -> None:  # noqa: N802 (Qt name)
         self.embedder.cancel()
+        self.propagator.cancel()
         super().closeEvent(event)

@@ -1,0 +1,87 @@
+"""The widget's "commit through stack": the chosen candidate carried through z on a worker,
+committed as one 3D object that one undo removes, and cancellable while it runs."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+from skimage.measure import regionprops
+
+from .conftest import TIMEOUT_MS, idle, iou, wait_candidates
+from .test_stacks import box3d, go_to
+
+
+def _stack():
+    """Two nuclei stacked in z (touching) and one on its own, in noise."""
+    shape = (24, 64, 64)
+    zz, yy, xx = np.ogrid[: shape[0], : shape[1], : shape[2]]
+
+    def ellipsoid(c, r):
+        return ((zz - c[0]) / r[0]) ** 2 + ((yy - c[1]) / r[1]) ** 2 + ((xx - c[2]) / r[2]) ** 2 <= 1
+
+    a = ellipsoid((6, 30, 30), (4.5, 12, 12))
+    b = ellipsoid((15, 32, 31), (4.5, 13, 12)) & ~a
+    volume = 100 + 120 * a + 90 * b + np.random.default_rng(3).normal(0, 12, shape)
+    return volume.astype(np.float32), a, b
+
+
+def test_commit_through_the_stack_is_one_3d_object_and_one_undo(sam, qtbot):
+    volume, a, b = _stack()
+    viewer, widget = sam(volume)
+    go_to(viewer, widget, qtbot, 6)
+    widget.prompts.boxes.add_rectangles(box3d(6, regionprops(a[6].astype(int))[0].bbox))
+    wait_candidates(qtbot, widget)
+
+    widget.ui.propagate.click()
+    qtbot.waitUntil(lambda: not widget.propagator.busy and widget.ui.output.layer() is not None, timeout=TIMEOUT_MS)
+    out = widget.ui.output.layer()
+    assert set(np.unique(out.data)) == {0, 1}
+    assert iou(out.data == 1, a) > 0.7, iou(out.data == 1, a)
+    assert ((out.data == 1) & b).sum() < 0.05 * b.sum()  # stopped at the nucleus stacked above
+    assert np.flatnonzero(out.data.any((1, 2))).size >= 5
+    assert "committed object 1 through slices" in widget.ui.status.text()
+    assert widget.ui.propagate.text().startswith("Commit through stack")
+    assert widget.prompts.for_plane(widget.view, (6,)).empty  # prompts cleared, as after a commit
+
+    viewer.layers.selection.active = out
+    out.undo()  # one step takes the whole object out
+    assert not out.data.any()
+    idle(qtbot, widget)
+
+
+def test_propagation_can_be_cancelled_and_commits_nothing(sam, qtbot, monkeypatch):
+    from napari_sam._qt import stack
+
+    volume, a, _ = _stack()
+    release = threading.Event()
+    real = stack.propagate
+
+    def held(*args, cancel, **kwargs):
+        assert release.wait(TIMEOUT_MS / 1000)
+        return real(*args, cancel=cancel, **kwargs)
+
+    monkeypatch.setattr(stack, "propagate", held)
+    viewer, widget = sam(volume)
+    go_to(viewer, widget, qtbot, 6)
+    widget.prompts.boxes.add_rectangles(box3d(6, regionprops(a[6].astype(int))[0].bbox))
+    wait_candidates(qtbot, widget)
+    widget.propagate()
+    assert widget.propagator.busy and widget.ui.propagate.text().startswith("Cancel")
+    widget.propagate()  # the same action again cancels
+    release.set()
+    qtbot.waitUntil(lambda: not widget.propagator.busy, timeout=TIMEOUT_MS)
+    assert "cancelled" in widget.ui.status.text()
+    assert widget.ui.output.layer() is None  # nothing was committed
+    assert widget.ui.propagate.text().startswith("Commit through stack")
+    idle(qtbot, widget)
+
+
+def test_single_plane_images_have_nothing_to_propagate_through(sam, qtbot, nuclei2d):
+    image, labels = nuclei2d
+    viewer, widget = sam(image)
+    r = regionprops(labels)[0]
+    widget.prompts.boxes.add_rectangles(np.array([[r.bbox[0] - 1, r.bbox[1] - 1], [r.bbox[2], r.bbox[3]]], float))
+    wait_candidates(qtbot, widget)
+    widget.propagate()
+    assert "single plane" in widget.ui.status.text() and not widget.propagator.busy
