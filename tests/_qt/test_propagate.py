@@ -85,3 +85,26 @@ def test_single_plane_images_have_nothing_to_propagate_through(sam, qtbot, nucle
     wait_candidates(qtbot, widget)
     widget.propagate()
     assert "single plane" in widget.ui.status.text() and not widget.propagator.busy
+
+
+def test_prompts_on_other_slices_correct_the_propagation(sam, qtbot):
+    volume, a, _ = _stack()
+    viewer, widget = sam(volume)
+    go_to(viewer, widget, qtbot, 3)
+    r0, c0, r1, c1 = regionprops(a[3].astype(int))[0].bbox
+    # the user: only this quarter of the nucleus on slice 3
+    widget.prompts.boxes.add_rectangles(box3d(3, (r0, c0, (r0 + r1) // 2 + 1, (c0 + c1) // 2 + 1), pad=0))
+    wait_candidates(qtbot, widget)
+    expected = widget.cands.mask.copy()
+    assert expected.sum() < 0.6 * a[3].sum()
+    go_to(viewer, widget, qtbot, 6)
+    widget.prompts.boxes.add_rectangles(box3d(6, regionprops(a[6].astype(int))[0].bbox))
+    wait_candidates(qtbot, widget)
+
+    widget.propagate()
+    qtbot.waitUntil(lambda: not widget.propagator.busy and widget.ui.output.layer() is not None, timeout=TIMEOUT_MS)
+    out = widget.ui.output.layer().data == 1
+    np.testing.assert_array_equal(out[3], expected)  # the correction is taken as given
+    assert iou(out[6:], a[6:]) > 0.7  # the rest follows the object as before
+    assert widget.prompts.for_plane(widget.view, (3,)).empty and widget.prompts.for_plane(widget.view, (6,)).empty
+    idle(qtbot, widget)

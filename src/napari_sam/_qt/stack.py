@@ -14,6 +14,7 @@ from qtpy.QtCore import QObject, Signal
 from ..automatic import Cancelled
 from ..engine import Engine, Index, PlaneSource
 from ..propagate import propagate
+from .prompts import PlanePrompts
 from .workers import ActivityBar, guarded
 
 
@@ -42,6 +43,12 @@ class StackAlong:
         raise TypeError(f"StackAlong supports [k] and [:, rows, cols], not {key!r}")
 
 
+def _best_mask(engine: Engine, embedding: Any, prompts: PlanePrompts) -> np.ndarray:
+    points = prompts.points if len(prompts.points) else None
+    cand = engine.predictor.predict(embedding, points, prompts.labels if points is not None else None, prompts.box)
+    return cand.masks[cand.best]
+
+
 class Propagator(QObject):
     """Runs one propagation at a time; ``done`` carries the (Z, H, W) mask and the context."""
 
@@ -61,15 +68,21 @@ class Propagator(QObject):
     def busy(self) -> bool:
         return self._running
 
-    def start(self, engine: Engine, stack: StackAlong, z: int, mask: np.ndarray, context: Any) -> None:
-        """Propagate ``mask`` (plane pixels on slice ``z``) through ``stack``."""
+    def start(self, engine: Engine, stack: StackAlong, z: int, mask: np.ndarray, context: Any,
+              fixes: dict[int, PlanePrompts] | None = None) -> None:
+        """Propagate ``mask`` (plane pixels on slice ``z``) through ``stack``. ``fixes`` are
+        the prompts the user drew on other slices: their best masks are taken as given there."""
         self._stop.clear()
         self._running = True
         report = guarded(self, self._progress.emit)
 
+        def embed(k: int) -> Any:
+            return engine.embedding(stack.source, stack.at(k))
+
         def run() -> np.ndarray:
-            return propagate(engine.predictor, stack, z, mask=mask, progress=report, cancel=self._stop.is_set,
-                             embed=lambda k: engine.embedding(stack.source, stack.at(k)))
+            corrections = {k: _best_mask(engine, embed(k), p) for k, p in (fixes or {}).items()}
+            return propagate(engine.predictor, stack, z, mask=mask, corrections=corrections, progress=report,
+                             cancel=self._stop.is_set, embed=embed)
 
         worker = create_worker(run, _start_thread=False, _ignore_errors=True)
         worker.returned.connect(guarded(self, lambda out: self.done.emit(out, context)))

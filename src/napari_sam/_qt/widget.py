@@ -346,12 +346,16 @@ class SamWidget(QWidget):
             return
         axis = len(index) - 1  # the stack axis next to the plane: z in (t, z, y, x)
         stack = StackAlong(view.source, index, axis)
-        self.propagator.start(self.engine, stack, index[axis], mask, (view, index, axis))
+        # Prompts on other slices of this stack correct the propagation there.
+        fixes = {k: p for k in range(stack.shape[0]) if k != index[axis]
+                 and not (p := self.prompts.for_plane(view, stack.at(k), use_points=not self.box_only)).empty}
+        self.propagator.start(self.engine, stack, index[axis], mask,
+                              (view, index, axis, [stack.at(k) for k in fixes]), fixes)
         self.ui.propagate.setText(CANCEL_PROPAGATE)
         self._set_status("propagating through the stack ... (P again cancels)")
 
     def _on_propagated(self, masks: Any, context: tuple[Any, ...]) -> None:
-        view, index, axis = context
+        view, index, axis, fixed = context
         labels = self.ui.output.layer()
         if labels is None:
             labels = new_output_layer(self.viewer, view)
@@ -365,7 +369,8 @@ class SamWidget(QWidget):
             self._propagation_ended("nothing committed: the object lies on existing objects (tick overwrite)")
             return
         slices = np.flatnonzero(np.asarray(masks).any(axis=(1, 2)))
-        self.prompts.clear(view, index)
+        for at in [index, *fixed]:
+            self.prompts.clear(view, at)
         self._propagation_ended(f"committed object {new_id} through slices {slices[0]}-{slices[-1]} to "
                                 f"{labels.name!r} (one Undo removes it)")
 
