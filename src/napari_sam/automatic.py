@@ -50,6 +50,8 @@ class AutoParams:
     nms_thresh: float = 0.5
     min_area: int = 15
     max_area_fraction: float = 0.25  # drop "background" masks larger than this part of the plane
+    # stacks (automatic_volume): seeds brighter than this point between median and 99.5th percentile
+    seed_level: float = 0.2
 
     def resolve(self, predictor: Predictor) -> AutoParams:
         """A copy with ``method`` and the None thresholds filled in for this model."""
@@ -157,12 +159,14 @@ def propose_steps(
     return Proposals(plane.shape[:2], tiles, table[:, 0].astype(int), logits, table[:, 1], params.method, work.meta)
 
 
-def segment_volume_steps(
+def segment_planes_steps(
     predictor: Predictor, volume: object, params: AutoParams = AutoParams(),
     cancel: Callable[[], bool] | None = None, min_link_iou: float = 0.25,
 ) -> Generator[tuple[int, int], None, np.ndarray]:
-    """Segment each plane of a (Z, H, W) volume, yielding (planes done, total), then link
-    the per-plane objects into 3D objects by overlap; returns (Z, H, W) int32 labels."""
+    """Segment each plane of a (Z, H, W) volume on its own, yielding (planes done, total),
+    then link the per-plane objects into 3D objects by overlap; returns (Z, H, W) int32
+    labels. For objects that are large in every plane; small blob-like ones (nuclei) are
+    found better by :func:`napari_sam.automatic_volume.segment_volume`."""
     vol = np.asarray(volume) if not hasattr(volume, "shape") else volume
     if len(vol.shape) != 3:
         raise ValueError(f"expected a (Z, H, W) volume, got shape {tuple(vol.shape)}")
@@ -172,13 +176,6 @@ def segment_volume_steps(
         planes.append(select(proposals, predictor, params))
         yield z + 1, vol.shape[0]
     return link_slices(np.stack(planes), min_link_iou)
-
-
-def segment_volume(predictor: Predictor, volume: object, params: AutoParams = AutoParams(),
-                   progress: ProgressCallback | None = None,
-                   cancel: Callable[[], bool] | None = None) -> np.ndarray:
-    """3D instance labels of a (Z, H, W) volume (see :func:`segment_volume_steps`)."""
-    return run_with_progress(segment_volume_steps(predictor, volume, params, cancel), progress)
 
 
 def _silent(steps: Generator[tuple[int, int], None, Proposals]) -> Generator[tuple[int, int], None, Proposals]:
@@ -448,5 +445,5 @@ def _mask_iou(a: np.ndarray, ba: tuple, b: np.ndarray, bb: tuple) -> float:
 
 __all__ = [
     "AutoParams", "Cancelled", "Proposals", "link_slices", "propose_steps", "segment_everything",
-    "segment_volume", "segment_volume_steps", "select",
+    "segment_planes_steps", "select",
 ]

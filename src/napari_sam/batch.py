@@ -16,7 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .automatic import AutoParams, segment_everything, segment_volume
+from .automatic import AutoParams, segment_everything
+from .automatic_volume import segment_volume
 
 IMAGE_SUFFIXES = (".tif", ".tiff", ".zarr", ".npy")
 
