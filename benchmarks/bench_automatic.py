@@ -37,7 +37,7 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     from napari_sam import Predictor, load_model, propagate
-    from napari_sam.propagate import CARRIES, PropagationParams
+    from napari_sam.propagation import CARRIES, PropagationParams
     from napari_sam.automatic import AutoParams, run_with_progress, segment_everything, segment_planes_steps
     from napari_sam.automatic_volume import segment_volume
 

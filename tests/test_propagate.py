@@ -8,7 +8,7 @@ import pytest
 from skimage.measure import regionprops
 
 from napari_sam.automatic import Cancelled
-from napari_sam.propagate import PropagationParams, propagate
+from napari_sam.propagation import PropagationParams, propagate
 
 from .conftest import iou
 
@@ -129,3 +129,10 @@ def test_real_nucleus_volume_one_box_per_nucleus(lite_predictor, nuclei3d):
         out = propagate(lite_predictor, volume, mid, box=_box(truth[mid]), embed=lambda k: pytest.fail("embedded"))
         scores.append(iou(out, truth))
     assert np.mean(scores) >= 0.6, np.mean(scores)
+
+
+def test_the_package_level_function_is_not_shadowed_by_its_module():
+    import napari_sam
+    import napari_sam.automatic_volume  # noqa: F401  (imports the module that holds propagate)
+
+    assert napari_sam.propagate is propagate and callable(napari_sam.propagate)

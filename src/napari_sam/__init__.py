@@ -19,7 +19,7 @@ _EXPORTS = {
     "get_spec": "registry",
     "list_models": "registry",
     "register": "registry",
-    "propagate": "propagate",
+    "propagate": "propagation",
 }
 
 __all__ = sorted(_EXPORTS)
@@ -27,7 +27,7 @@ __all__ = sorted(_EXPORTS)
 if TYPE_CHECKING:
     from .loading import load_model
     from .predictor import Candidates, Embedding, Predictor
-    from .propagate import propagate
+    from .propagation import propagate
     from .registry import DEFAULT_MODEL, ModelSpec, get_spec, list_models, register
 
 

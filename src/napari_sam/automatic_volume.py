@@ -5,7 +5,7 @@ anisotropic stack (on the real nucleus volume of the tests, per-plane segmentati
 by overlap reaches an F1 of 0.20). Here objects are found in 3D instead: seeds are the local
 maxima of the stack smoothed at the objects' size (brightest first); each seed's box, from
 the bright blob around it on its slice, is segmented by SAM and carried through the stack by
-:func:`napari_sam.propagate.propagate`. A seed inside an object already found is skipped,
+:func:`napari_sam.propagate`. A seed inside an object already found is skipped,
 and objects keep the voxels they took first.
 
 Seeds assume objects brighter than their surroundings (fluorescence).
@@ -21,7 +21,7 @@ from skimage.feature import peak_local_max
 
 from .automatic import AutoParams, Cancelled, run_with_progress
 from .predictor import Predictor
-from .propagate import PropagationParams, propagate
+from .propagation import PropagationParams, propagate
 
 
 def seeds(volume: np.ndarray, params: AutoParams = AutoParams()) -> np.ndarray:

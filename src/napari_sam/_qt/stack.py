@@ -1,4 +1,4 @@
-"""Carry the chosen candidate through the stack (:func:`napari_sam.propagate.propagate`) on a
+"""Carry the chosen candidate through the stack (:func:`napari_sam.propagate`) on a
 worker thread, with a progress bar and a cancel, and hand the 3D mask back for committing.
 """
 
@@ -13,7 +13,7 @@ from qtpy.QtCore import QObject, Signal
 
 from ..automatic import Cancelled
 from ..engine import Engine, Index, PlaneSource
-from ..propagate import propagate
+from ..propagation import propagate
 from .prompts import PlanePrompts
 from .workers import ActivityBar, guarded
 
