@@ -1,5 +1,6 @@
-"""The widget's "commit through stack": the chosen candidate carried through z on a worker,
-committed as one 3D object that one undo removes, and cancellable while it runs."""
+"""The widget's stack actions: "commit through stack" (the chosen candidate carried through z
+on a worker, committed as one 3D object that one undo removes, cancellable, corrected by
+boxes on other slices) and "segment everything" on the plane or through the stack."""
 
 from __future__ import annotations
 
@@ -107,4 +108,29 @@ def test_prompts_on_other_slices_correct_the_propagation(sam, qtbot):
     np.testing.assert_array_equal(out[3], expected)  # the correction is taken as given
     assert iou(out[6:], a[6:]) > 0.7  # the rest follows the object as before
     assert widget.prompts.for_plane(widget.view, (3,)).empty and widget.prompts.for_plane(widget.view, (6,)).empty
+    idle(qtbot, widget)
+
+
+def test_segment_everything_on_the_plane_and_through_the_stack(sam, qtbot, nuclei3d):
+    from ..conftest import matched_f1
+
+    volume, truth = nuclei3d
+    viewer, widget = sam(volume)
+    go_to(viewer, widget, qtbot, 15)
+    widget.ui.everything_stack.click()
+    assert widget.everything.busy and widget.ui.everything_plane.text() == "Cancel"
+    qtbot.waitUntil(lambda: not widget.everything.busy, timeout=TIMEOUT_MS)
+    layer = viewer.layers[-1]
+    assert layer.name == "image SAM automatic" and layer.data.shape == volume.shape
+    assert matched_f1(truth, layer.data) >= 0.6
+    assert "objects in" in widget.ui.status.text() and widget.ui.everything_stack.text() == "Whole stack"
+
+    widget.segment_everything(whole_stack=False)
+    widget.segment_everything(whole_stack=False)  # pressed again: cancels
+    qtbot.waitUntil(lambda: not widget.everything.busy, timeout=TIMEOUT_MS)
+    assert "cancelled" in widget.ui.status.text() or "objects in" in widget.ui.status.text()
+    widget.segment_everything(whole_stack=False)
+    qtbot.waitUntil(lambda: not widget.everything.busy, timeout=TIMEOUT_MS)
+    plane = viewer.layers[-1].data
+    assert plane[15].any() and not np.delete(plane, 15, 0).any()
     idle(qtbot, widget)

@@ -11,9 +11,11 @@ from typing import Any
 import torch
 from qtpy.QtCore import Qt, Signal
 from qtpy.QtWidgets import (
-    QCheckBox, QComboBox, QFormLayout, QGroupBox, QHBoxLayout, QLabel, QPushButton, QRadioButton,
-    QVBoxLayout, QWidget,
+    QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout, QGroupBox, QHBoxLayout, QLabel, QPushButton,
+    QRadioButton, QVBoxLayout, QWidget,
 )
+
+from ..automatic import AutoParams
 
 from ..registry import list_models
 from .candidates import CandidateButtons
@@ -30,6 +32,9 @@ SHORTCUTS = (
 )
 
 
+EVERYTHING_PLANE = "This plane"
+EVERYTHING_STACK = "Whole stack"
+CANCEL = "Cancel"
 PROPAGATE = "Commit through stack (P)"
 CANCEL_PROPAGATE = "Cancel propagation (P)"
 
@@ -120,9 +125,22 @@ class Controls(QWidget):
         self.propagate = QPushButton(PROPAGATE)
         self.propagate.setToolTip("Carry the chosen candidate up and down the stack to where the object ends, "
                                   "and commit it as one 3D object (one Undo removes it)")
+        defaults = AutoParams()
+        self.method = QComboBox()
+        self.method.addItems(["auto", "boxes", "grid"])
+        self.method.setToolTip("auto: boxes for box-trained models (LiteMedSAM), SAM's point grid otherwise")
+        self.min_diameter = _spin(defaults.min_diameter, "smallest object, pixels")
+        self.max_diameter = _spin(defaults.max_diameter, "largest object, pixels")
+        self.everything_plane = QPushButton(EVERYTHING_PLANE)
+        self.everything_stack = QPushButton(EVERYTHING_STACK)
         self.store = QPushButton("Use embedding store ...")
         self.store.setToolTip("Read (and extend) embeddings precomputed with 'napari-sam embed': a .zarr folder")
         self._lay_out()
+
+    def auto_params(self) -> AutoParams:
+        """The automatic-segmentation parameters set in the form."""
+        return AutoParams(method=self.method.currentText(), min_diameter=self.min_diameter.value(),
+                          max_diameter=self.max_diameter.value())
 
     def _lay_out(self) -> None:
         form = QFormLayout()
@@ -142,6 +160,17 @@ class Controls(QWidget):
             buttons.addWidget(b)
         buttons_3d = QHBoxLayout()
         buttons_3d.addWidget(self.propagate)
+        everything = QGroupBox("segment everything (into a new labels layer)")
+        auto_form = QFormLayout(everything)
+        auto_form.addRow("method", self.method)
+        sizes = QHBoxLayout()
+        for w in (self.min_diameter, QLabel("to"), self.max_diameter):
+            sizes.addWidget(w)
+        auto_form.addRow("diameter", sizes)
+        runs = QHBoxLayout()
+        for b in (self.everything_plane, self.everything_stack):
+            runs.addWidget(b)
+        auto_form.addRow(runs)
         help_box = QGroupBox("shortcuts (on the SAM prompt layers)")
         help_layout = QVBoxLayout(help_box)
         help_layout.addWidget(QLabel("<br>".join(f"<b>{k}</b>: {v}" for k, v in SHORTCUTS)))
@@ -150,8 +179,18 @@ class Controls(QWidget):
         layout.addWidget(self.overwrite)
         layout.addLayout(buttons)
         layout.addLayout(buttons_3d)
+        layout.addWidget(everything)
         layout.addWidget(self.plane)
         layout.addWidget(self.status)
         layout.addWidget(self.hint)
         layout.addWidget(help_box)
         layout.addStretch(1)
+
+
+def _spin(value: float, tip: str) -> QDoubleSpinBox:
+    box = QDoubleSpinBox()
+    box.setRange(2.0, 2000.0)
+    box.setDecimals(0)
+    box.setValue(value)
+    box.setToolTip(tip)
+    return box

@@ -1,21 +1,16 @@
-"""Carry the chosen candidate through the stack (:func:`napari_sam.propagate`) on a
-worker thread, with a progress bar and a cancel, and hand the 3D mask back for committing.
-"""
+"""Stacks in the widget: the planes along one stack axis as a (Z, H, W) array, and the work
+of carrying the chosen candidate through them (:func:`napari_sam.propagate`)."""
 
 from __future__ import annotations
 
-import threading
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-from napari.qt.threading import create_worker
-from qtpy.QtCore import QObject, Signal
 
-from ..automatic import Cancelled
 from ..engine import Engine, Index, PlaneSource
 from ..propagation import propagate
 from .prompts import PlanePrompts
-from .workers import ActivityBar, guarded
 
 
 class StackAlong:
@@ -43,62 +38,24 @@ class StackAlong:
         raise TypeError(f"StackAlong supports [k] and [:, rows, cols], not {key!r}")
 
 
+def propagation_job(engine: Engine, stack: StackAlong, z: int, mask: np.ndarray,
+                    fixes: dict[int, PlanePrompts] | None = None) -> Callable[..., np.ndarray]:
+    """The work of carrying ``mask`` (plane pixels on slice ``z``) through ``stack``, as a
+    :class:`~.workers.BackgroundJob` function. ``fixes`` are the prompts the user drew on
+    other slices: their best masks are taken as given there."""
+
+    def embed(k: int) -> Any:
+        return engine.embedding(stack.source, stack.at(k))
+
+    def run(progress: Callable[[int, int], None], cancel: Callable[[], bool]) -> np.ndarray:
+        corrections = {k: _best_mask(engine, embed(k), p) for k, p in (fixes or {}).items()}
+        return propagate(engine.predictor, stack, z, mask=mask, corrections=corrections, progress=progress,
+                         cancel=cancel, embed=embed)
+
+    return run
+
+
 def _best_mask(engine: Engine, embedding: Any, prompts: PlanePrompts) -> np.ndarray:
     points = prompts.points if len(prompts.points) else None
     cand = engine.predictor.predict(embedding, points, prompts.labels if points is not None else None, prompts.box)
     return cand.masks[cand.best]
-
-
-class Propagator(QObject):
-    """Runs one propagation at a time; ``done`` carries the (Z, H, W) mask and the context."""
-
-    done = Signal(object, object)
-    failed = Signal(str)
-    cancelled = Signal()
-    _progress = Signal(int, int)  # from the worker thread
-
-    def __init__(self, parent: QObject | None = None) -> None:
-        super().__init__(parent)
-        self.bar = ActivityBar(self)
-        self._stop = threading.Event()
-        self._running = False
-        self._progress.connect(lambda done, total: self.bar.show(done, total, "SAM: propagating through the stack"))
-
-    @property
-    def busy(self) -> bool:
-        return self._running
-
-    def start(self, engine: Engine, stack: StackAlong, z: int, mask: np.ndarray, context: Any,
-              fixes: dict[int, PlanePrompts] | None = None) -> None:
-        """Propagate ``mask`` (plane pixels on slice ``z``) through ``stack``. ``fixes`` are
-        the prompts the user drew on other slices: their best masks are taken as given there."""
-        self._stop.clear()
-        self._running = True
-        report = guarded(self, self._progress.emit)
-
-        def embed(k: int) -> Any:
-            return engine.embedding(stack.source, stack.at(k))
-
-        def run() -> np.ndarray:
-            corrections = {k: _best_mask(engine, embed(k), p) for k, p in (fixes or {}).items()}
-            return propagate(engine.predictor, stack, z, mask=mask, corrections=corrections, progress=report,
-                             cancel=self._stop.is_set, embed=embed)
-
-        worker = create_worker(run, _start_thread=False, _ignore_errors=True)
-        worker.returned.connect(guarded(self, lambda out: self.done.emit(out, context)))
-        worker.errored.connect(guarded(self, self._on_error))
-        worker.finished.connect(guarded(self, self._on_finished))
-        worker.start()
-
-    def cancel(self) -> None:
-        self._stop.set()
-
-    def _on_error(self, exc: BaseException) -> None:
-        if isinstance(exc, Cancelled):
-            self.cancelled.emit()
-        else:
-            self.failed.emit(f"{type(exc).__name__}: {exc}")
-
-    def _on_finished(self) -> None:
-        self._running = False
-        self.bar.close()

@@ -21,12 +21,13 @@ from ..registry import get_spec
 from ..weights import checkpoint_status
 from .candidates import CandidateView
 from .commit import commit_mask, commit_volume, new_output_layer
-from .controls import CANCEL_PROPAGATE, PROPAGATE, Controls, LayerCombo
+from .controls import CANCEL, CANCEL_PROPAGATE, EVERYTHING_PLANE, EVERYTHING_STACK, PROPAGATE, Controls, LayerCombo
+from .everything import add_labels, everything_job
 from .planes import PlaneView, displayed_axes
 from .prompts import PromptLayers
 from .predictions import Predictions
-from .stack import Propagator, StackAlong
-from .workers import Embedder, ModelLoader
+from .stack import StackAlong, propagation_job
+from .workers import BackgroundJob, Embedder, ModelLoader
 
 PREFETCH = 1  # neighbouring planes embedded ahead, each side
 SCRUB_DELAY_MS = 80
@@ -49,7 +50,8 @@ class SamWidget(QWidget):
         self._model_token = 0
         self.embedder = Embedder(self)
         self.loader = ModelLoader(self.cache, self)
-        self.propagator = Propagator(self)
+        self.propagator = BackgroundJob("SAM: propagating through the stack", self)
+        self.everything = BackgroundJob("SAM: segmenting everything", self)
         keys = {"1": lambda: self.choose(0), "2": lambda: self.choose(1), "3": lambda: self.choose(2),
                 "N": self.next_candidate, "C": self.commit, "X": self.clear, "T": self.toggle_negative,
                 "P": self.propagate}
@@ -89,6 +91,11 @@ class SamWidget(QWidget):
         ui.clear.clicked.connect(self.clear)
         ui.undo.clicked.connect(self.undo)
         ui.propagate.clicked.connect(self.propagate)
+        ui.everything_plane.clicked.connect(lambda: self.segment_everything(whole_stack=False))
+        ui.everything_stack.clicked.connect(lambda: self.segment_everything(whole_stack=True))
+        self.everything.done.connect(self._on_everything)
+        self.everything.failed.connect(lambda message: self._everything_ended(f"segment everything failed: {message}"))
+        self.everything.cancelled.connect(lambda: self._everything_ended("segment everything cancelled"))
         self.propagator.done.connect(self._on_propagated)
         self.propagator.failed.connect(lambda message: self._propagation_ended(f"propagation failed: {message}"))
         self.propagator.cancelled.connect(lambda: self._propagation_ended("propagation cancelled: nothing committed"))
@@ -349,8 +356,8 @@ class SamWidget(QWidget):
         # Prompts on other slices of this stack correct the propagation there.
         fixes = {k: p for k in range(stack.shape[0]) if k != index[axis]
                  and not (p := self.prompts.for_plane(view, stack.at(k), use_points=not self.box_only)).empty}
-        self.propagator.start(self.engine, stack, index[axis], mask,
-                              (view, index, axis, [stack.at(k) for k in fixes]), fixes)
+        self.propagator.start(propagation_job(self.engine, stack, index[axis], mask, fixes),
+                              (view, index, axis, [stack.at(k) for k in fixes]))
         self.ui.propagate.setText(CANCEL_PROPAGATE)
         self._set_status("propagating through the stack ... (P again cancels)")
 
@@ -376,6 +383,34 @@ class SamWidget(QWidget):
 
     def _propagation_ended(self, status: str) -> None:
         self.ui.propagate.setText(PROPAGATE)
+        self._set_status(status)
+
+    def segment_everything(self, whole_stack: bool = False) -> None:
+        """Segment everything on the plane on screen, or through the stack, into a new labels
+        layer; while that runs, either button cancels it."""
+        if self.everything.busy:
+            self.everything.cancel()
+            return
+        if self.engine is None or self.view is None or self.index is None:
+            self._set_status("segment everything: wait for the model and an image")
+            return
+        if whole_stack and not self.index:
+            self._set_status("segment everything: this image is a single plane; use 'This plane'")
+            return
+        job = everything_job(self.engine, self.view, self.index, whole_stack, self.ui.auto_params())
+        self.everything.start(job, (self.view, self.index))
+        for button in (self.ui.everything_plane, self.ui.everything_stack):
+            button.setText(CANCEL)
+        self._set_status("segmenting everything ... (Cancel stops it)")
+
+    def _on_everything(self, labels: Any, context: tuple[Any, ...]) -> None:
+        view, index = context
+        layer = add_labels(self.viewer, view, index, labels)
+        self._everything_ended(f"segment everything: {int(labels.max())} objects in {layer.name!r}")
+
+    def _everything_ended(self, status: str) -> None:
+        self.ui.everything_plane.setText(EVERYTHING_PLANE)
+        self.ui.everything_stack.setText(EVERYTHING_STACK)
         self._set_status(status)
 
     def undo(self) -> None:
@@ -420,4 +455,5 @@ class SamWidget(QWidget):
     def closeEvent(self, event: Any) -> None:  # noqa: N802 (Qt name)
         self.embedder.cancel()
         self.propagator.cancel()
+        self.everything.cancel()
         super().closeEvent(event)

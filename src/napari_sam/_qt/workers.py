@@ -8,6 +8,7 @@ Qt delivers on the GUI thread. Results of superseded work are dropped by the cal
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -228,6 +229,56 @@ class Decoder(QObject):
     def _on_finished(self) -> None:
         self._running = False
         self._start_next()
+
+
+class BackgroundJob(QObject):
+    """One cancellable computation at a time on a worker thread, with a progress bar.
+
+    ``start(fn, context)`` runs ``fn(progress, cancel)``; ``done`` then carries its result
+    and ``context``. ``fn`` raises :class:`~napari_sam.automatic.Cancelled` when ``cancel()``
+    turns true, which ends as ``cancelled``; any other error as ``failed``.
+    """
+
+    done = Signal(object, object)
+    failed = Signal(str)
+    cancelled = Signal()
+    _progress = Signal(int, int)  # from the worker thread
+
+    def __init__(self, desc: str, parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self.bar = ActivityBar(self)
+        self._stop = threading.Event()
+        self._running = False
+        self._progress.connect(lambda done, total: self.bar.show(done, total, desc))
+
+    @property
+    def busy(self) -> bool:
+        return self._running
+
+    def start(self, fn: Callable[[Callable[[int, int], None], Callable[[], bool]], Any], context: Any) -> None:
+        self._stop.clear()
+        self._running = True
+        report = guarded(self, self._progress.emit)
+        worker = create_worker(fn, report, self._stop.is_set, _start_thread=False, _ignore_errors=True)
+        worker.returned.connect(guarded(self, lambda out: self.done.emit(out, context)))
+        worker.errored.connect(guarded(self, self._on_error))
+        worker.finished.connect(guarded(self, self._on_finished))
+        worker.start()
+
+    def cancel(self) -> None:
+        self._stop.set()
+
+    def _on_error(self, exc: BaseException) -> None:
+        from ..automatic import Cancelled
+
+        if isinstance(exc, Cancelled):
+            self.cancelled.emit()
+        else:
+            self.failed.emit(f"{type(exc).__name__}: {exc}")
+
+    def _on_finished(self) -> None:
+        self._running = False
+        self.bar.close()
 
 
 class ModelLoader(QObject):
