@@ -55,7 +55,7 @@ class PropagationParams:
     grow: int = 1  # pixels a mask may grow by from one slice to the next
     box_margin: float = 1.5  # pixels added around a box prompt, and around the previous mask (model carry)
     mask_threshold: float | None = None  # logit cut; None: -1 for box-only models, else 0
-    ring: int = 4  # width in pixels of the ring around the start box that measures the background
+    ring: int = 4  # width in pixels of the ring around the start mask that measures the background
 
 
 def propagate(
@@ -161,6 +161,7 @@ class _Look:
     background: float
     brightness: float
     sign: float  # +1: brighter than its surroundings; -1: darker
+    ring: np.ndarray  # the pixels around the start mask that measure the background
 
     def point(self, fraction: float) -> float:
         """The intensity ``fraction`` of the way from background to brightness (sign-corrected)."""
@@ -176,7 +177,6 @@ class _Column:
         if not np.isfinite(raw).all():
             raw = np.nan_to_num(raw, nan=float(np.nanmin(raw)) if np.isfinite(raw).any() else 0.0,
                                 posinf=0.0, neginf=0.0)
-        self.raw = raw
         self.denoised = ndi.gaussian_filter(raw, params.denoise_sigma)
         self.profile_planes = ndi.gaussian_filter(raw, (0, params.profile_sigma, params.profile_sigma))
 
@@ -193,7 +193,7 @@ class _Column:
         plane = self.denoised[z]
         background = float(np.median(plane[ring])) if ring.any() else float(np.median(plane))
         brightness = float(np.median(plane[start]))
-        return _Look(background, brightness, 1.0 if brightness >= background else -1.0)
+        return _Look(background, brightness, 1.0 if brightness >= background else -1.0, ring)
 
     def extent(self, z: int, start: np.ndarray, look: _Look) -> tuple[int, int]:
         """First and last slice of the object, from its profile (see the module docstring)."""
@@ -201,7 +201,7 @@ class _Column:
         if not footprint.any():
             footprint = start
         profile = look.sign * np.array([plane[footprint].mean() for plane in self.profile_planes])
-        ring = ndi.binary_dilation(start, iterations=self.params.ring) & ~ndi.binary_dilation(start, iterations=1)
+        ring = look.ring
         background = look.sign * float(np.median(self.profile_planes[z][ring])) if ring.any() else profile.min()
         ends = []
         for step in (-1, 1):
