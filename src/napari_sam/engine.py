@@ -48,6 +48,11 @@ def data_signature(data: Any) -> tuple[Hashable, ...]:
     return ("array", shape, dtype, id(data), digest)
 
 
+def along(index: Index, axis: int, k: int) -> Index:
+    """Plane ``index`` moved to position ``k`` on stack axis ``axis`` (a position in ``index``)."""
+    return index[:axis] + (int(k),) + index[axis + 1:]
+
+
 @dataclass(frozen=True)
 class PlaneSource:
     """How to read 2D planes out of an nD array, one at a time.
@@ -114,7 +119,7 @@ class PlaneSource:
         for d in range(1, radius + 1):
             for j in (index[axis] + d, index[axis] - d):
                 if 0 <= j < n:
-                    out.append(index[:axis] + (j,) + index[axis + 1:])
+                    out.append(along(index, axis, j))
         return out
 
 

@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from ..engine import Index
+from ..engine import Index, along
 from .planes import PlaneView
 
 
@@ -34,7 +34,7 @@ def commit_volume(labels: Any, masks: np.ndarray, view: PlaneView, index: Index,
     ``labels`` under one new id, in one undoable step; otherwise as :func:`commit_mask`."""
     _check_shape(labels, view)
     slices = np.flatnonzero(np.asarray(masks).any(axis=(1, 2)))
-    at = [index[:axis] + (int(k),) + index[axis + 1:] for k in slices]
+    at = [along(index, axis, k) for k in slices]
     return _paint(labels, [_free_pixels(labels, masks[k], view, i, overwrite) for k, i in zip(slices, at)])
 
 

@@ -16,7 +16,6 @@ from qtpy.QtWidgets import (
 )
 
 from ..automatic import AutoParams
-
 from ..registry import list_models
 from .candidates import CandidateButtons
 

@@ -24,8 +24,7 @@ def everything_job(engine: Engine, view: PlaneView, index: Index, whole_stack: b
 
     def run(progress: Callable[[int, int], None], cancel: Callable[[], bool]) -> np.ndarray:
         if whole_stack:
-            stack = StackAlong(view.source, index, len(index) - 1)
-            volume = stack[:, :, :]
+            volume = StackAlong(view.source, index)[:, :, :]
             return segment_volume(predictor, volume, params, progress, cancel)
         return segment_everything(predictor, view.source.plane(index), params, progress, cancel)
 
@@ -41,9 +40,9 @@ def add_labels(viewer: Any, view: PlaneView, index: Index, labels: np.ndarray) -
     if labels.ndim == 2:
         view.plane_of(data, index)[...] = labels
     else:
-        axis = len(index) - 1
+        stack = StackAlong(view.source, index)
         for k in range(labels.shape[0]):
-            view.plane_of(data, index[:axis] + (k,) + index[axis + 1:])[...] = labels[k]
+            view.plane_of(data, stack.at(k))[...] = labels[k]
     scale, translate = view.scale_translate()
     layer = Labels(data, name=f"{view.layer.name} SAM automatic", scale=scale, translate=translate)
     viewer.layers.append(layer)

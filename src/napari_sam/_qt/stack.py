@@ -8,23 +8,28 @@ from typing import Any
 
 import numpy as np
 
-from ..engine import Engine, Index, PlaneSource
+from ..engine import Engine, Index, PlaneSource, along
 from ..propagation import propagate
 from .prompts import PlanePrompts
 
 
 class StackAlong:
     """Planes of ``source`` along one stack axis, the other stack indices fixed: a (Z, H, W)
-    array-like of intensities (colours averaged) that reads planes only when asked."""
+    array-like of intensities (colours averaged) that reads planes only when asked.
 
-    def __init__(self, source: PlaneSource, index: Index, axis: int) -> None:
+    ``axis`` is a position in ``index``; by default the last, the stack axis next to the
+    plane (z in (t, z, y, x)).
+    """
+
+    def __init__(self, source: PlaneSource, index: Index, axis: int | None = None) -> None:
+        axis = len(index) - 1 if axis is None else axis
         self.source, self.index, self.axis = source, tuple(index), axis
         n = source.stack_shape[axis]
         h, w = (int(source.data.shape[a]) for a in source.plane_axes)
         self.shape = (n, h, w)
 
     def at(self, k: int) -> Index:
-        return self.index[:self.axis] + (k,) + self.index[self.axis + 1:]
+        return along(self.index, self.axis, k)
 
     def _plane(self, k: int) -> np.ndarray:
         plane = np.asarray(self.source.plane(self.at(k)), dtype=np.float32)

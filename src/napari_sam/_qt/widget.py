@@ -321,10 +321,7 @@ class SamWidget(QWidget):
             self._set_status("nothing to commit: draw a box around an object first")
             return None
         view, index = where
-        labels = self.ui.output.layer()
-        if labels is None:
-            labels = new_output_layer(self.viewer, view)
-            self.ui.output.set_layer(labels)
+        labels = self._output_layer(view)
         try:
             new_id = commit_mask(labels, mask, view, index, overwrite=self.ui.overwrite.isChecked())
         except ValueError as exc:
@@ -336,6 +333,14 @@ class SamWidget(QWidget):
         self.prompts.clear(view, index)
         self._set_status(f"committed object {new_id} to {labels.name!r} (Undo, or Ctrl+Z on that layer)")
         return new_id
+
+    def _output_layer(self, view: PlaneView) -> Labels:
+        """The chosen output labels layer, made (and chosen) on the first commit."""
+        labels = self.ui.output.layer()
+        if labels is None:
+            labels = new_output_layer(self.viewer, view)
+            self.ui.output.set_layer(labels)
+        return labels
 
     def propagate(self) -> None:
         """Carry the chosen candidate through the stack and commit it as one 3D object; while
@@ -351,8 +356,8 @@ class SamWidget(QWidget):
         if not index:
             self._set_status("nothing to propagate through: this image is a single plane")
             return
-        axis = len(index) - 1  # the stack axis next to the plane: z in (t, z, y, x)
-        stack = StackAlong(view.source, index, axis)
+        stack = StackAlong(view.source, index)  # along the stack axis next to the plane
+        axis = stack.axis
         # Prompts on other slices of this stack correct the propagation there.
         fixes = {k: p for k in range(stack.shape[0]) if k != index[axis]
                  and not (p := self.prompts.for_plane(view, stack.at(k), use_points=not self.box_only)).empty}
@@ -363,10 +368,7 @@ class SamWidget(QWidget):
 
     def _on_propagated(self, masks: Any, context: tuple[Any, ...]) -> None:
         view, index, axis, fixed = context
-        labels = self.ui.output.layer()
-        if labels is None:
-            labels = new_output_layer(self.viewer, view)
-            self.ui.output.set_layer(labels)
+        labels = self._output_layer(view)
         try:
             new_id = commit_volume(labels, masks, view, index, axis, overwrite=self.ui.overwrite.isChecked())
         except ValueError as exc:
