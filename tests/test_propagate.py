@@ -8,7 +8,7 @@ import pytest
 from skimage.measure import regionprops
 
 from napari_sam.automatic import Cancelled
-from napari_sam.propagation import PropagationParams, propagate
+from napari_sam.propagation import PropagationParams, propagate, propagate_piece
 
 from .conftest import iou
 
@@ -65,6 +65,16 @@ def test_a_lone_object_ends_where_its_signal_ends(lite_predictor, stacked, embed
     assert iou(out, c) > 0.7, iou(out, c)
     slices = np.flatnonzero(out.any((1, 2)))
     assert slices[0] >= 6 and slices[-1] <= 18  # the object spans 8..16
+
+
+def test_a_piece_holds_only_the_objects_column(lite_predictor, stacked, embed):
+    volume, _, _, c = stacked
+    piece = propagate_piece(lite_predictor, volume, 12, box=_box(c[12]), embed=embed)
+    out = propagate(lite_predictor, volume, 12, box=_box(c[12]), embed=embed)
+    np.testing.assert_array_equal(piece.paste(volume.shape), out)
+    slices = np.flatnonzero(out.any((1, 2)))
+    assert piece.mask.shape[0] == slices[-1] - slices[0] + 1  # just the object's slices
+    assert piece.mask.size < 0.15 * volume.size  # a 16-pixel object in a 64x64 stack
 
 
 def test_corrections_are_taken_as_given(lite_predictor, stacked, embed):

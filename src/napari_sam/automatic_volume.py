@@ -8,12 +8,17 @@ the bright blob around it on its slice, is segmented by SAM and carried through 
 :func:`napari_sam.propagate`. A seed inside an object already found is skipped,
 and objects keep the voxels they took first.
 
+The steps are separate functions (:func:`plan_seeds`, :func:`carry_seed`,
+:func:`assemble_steps`) so that the carrying, the costly part, can run elsewhere (on a dask
+cluster, see :mod:`napari_sam.batch`) and still give the serial run's labels.
+
 Seeds assume objects brighter than their surroundings (fluorescence).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Generator, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 from scipy import ndimage as ndi
@@ -21,7 +26,7 @@ from skimage.feature import peak_local_max
 
 from .automatic import AutoParams, Cancelled, run_with_progress
 from .predictor import Predictor
-from .propagation import PropagationParams, propagate
+from .propagation import Piece, PropagationParams, propagate_piece
 
 
 def seeds(volume: np.ndarray, params: AutoParams = AutoParams()) -> np.ndarray:
@@ -37,32 +42,82 @@ def seeds(volume: np.ndarray, params: AutoParams = AutoParams()) -> np.ndarray:
     return found[order]
 
 
+@dataclass(frozen=True)
+class Seed:
+    """Where an object is looked for: a voxel and the box of its blob on its slice (None
+    when the blob is not an object: too large, or not brighter than the background)."""
+
+    at: tuple[int, int, int]
+    box: np.ndarray | None
+
+
+def checked_volume(volume: object) -> np.ndarray:
+    """The volume as a numeric (Z, H, W) array; NaN and infinities replaced (a float32 copy)
+    only when there are any."""
+    vol = np.asarray(volume)
+    if vol.ndim != 3:
+        raise ValueError(f"expected a (Z, H, W) volume, got shape {vol.shape}")
+    if not np.issubdtype(vol.dtype, np.number) or vol.dtype == np.bool_:
+        raise TypeError(f"expected a numeric volume, got dtype {vol.dtype}")
+    if np.issubdtype(vol.dtype, np.inexact) and not np.isfinite(vol).all():
+        finite = np.isfinite(vol)
+        fill = float(vol[finite].min()) if finite.any() else 0.0
+        vol = np.where(finite, vol, fill).astype(np.float32)
+    return vol
+
+
+def plan_seeds(volume: np.ndarray, params: AutoParams = AutoParams(),
+               propagation: PropagationParams = PropagationParams()) -> list[Seed]:
+    """The seeds of a checked volume (see :func:`checked_volume`), brightest first."""
+    denoised = ndi.gaussian_filter(volume.astype(np.float32, copy=False), propagation.denoise_sigma)
+    background = float(np.median(denoised))
+    return [Seed((int(z), int(r), int(c)), _seed_box(denoised[z], (r, c), background, params.max_diameter))
+            for z, r, c in seeds(volume, params)]
+
+
+def carry_seed(predictor: Predictor, volume: np.ndarray, seed: Seed,
+               propagation: PropagationParams = PropagationParams()) -> Piece:
+    """The object of one seed (with a box), segmented on its slice and carried through the stack."""
+    return propagate_piece(predictor, volume, seed.at[0], box=seed.box, params=propagation)
+
+
+def assemble_steps(shape: tuple[int, int, int], planned: Sequence[Seed], piece_of: Callable[[int], Piece],
+                   min_area: int, cancel: Callable[[], bool] | None = None,
+                   ) -> Generator[tuple[int, int], None, np.ndarray]:
+    """Number the seeds' objects in seed order, yielding (seeds done, total); returns int32 labels.
+
+    ``piece_of(i)`` gives seed i's object; it is asked only for seeds with a box that lie
+    outside every object kept so far. An object keeps the voxels no earlier object took,
+    if at least ``min_area`` of them. Computing the pieces ahead (on a cluster, say) and
+    looking them up here gives the same labels as computing them on demand.
+    """
+    labels = np.zeros(shape, dtype=np.int32)
+    count = 0
+    for i, seed in enumerate(planned):
+        if cancel is not None and cancel():
+            raise Cancelled("segmentation was cancelled")
+        if seed.box is not None and not labels[seed.at]:
+            piece = piece_of(i)
+            region = labels[piece.where]
+            free = piece.mask & (region == 0)
+            if free.sum() >= min_area:
+                count += 1
+                region[free] = count
+        yield i + 1, len(planned)
+    return labels
+
+
 def segment_volume_steps(
     predictor: Predictor, volume: object, params: AutoParams = AutoParams(),
     cancel: Callable[[], bool] | None = None, propagation: PropagationParams = PropagationParams(),
 ) -> Generator[tuple[int, int], None, np.ndarray]:
     """Find and carry every object of a (Z, H, W) volume, yielding (seeds done, total);
     returns (Z, H, W) int32 labels numbered 1..N."""
-    vol = np.asarray(volume)
-    if vol.ndim != 3:
-        raise ValueError(f"expected a (Z, H, W) volume, got shape {vol.shape}")
-    if not np.issubdtype(vol.dtype, np.number) or vol.dtype == np.bool_:
-        raise TypeError(f"expected a numeric volume, got dtype {vol.dtype}")
-    vol = np.nan_to_num(vol.astype(np.float32), nan=float(np.nanmin(vol)) if np.isfinite(vol).any() else 0.0)
-    found = seeds(vol, params)
-    denoised = ndi.gaussian_filter(vol, propagation.denoise_sigma)
-    background = float(np.median(denoised))
-    labels = np.zeros(vol.shape, dtype=np.int32)
-    for i, (z, r, c) in enumerate(found):
-        if cancel is not None and cancel():
-            raise Cancelled("segmentation was cancelled")
-        box = None if labels[z, r, c] else _seed_box(denoised[z], (r, c), background, params.max_diameter)
-        if box is not None:
-            obj = propagate(predictor, vol, int(z), box=box, params=propagation) & (labels == 0)
-            if obj.sum() >= params.min_area:
-                labels[obj] = labels.max() + 1
-        yield i + 1, len(found)
-    return labels
+    vol = checked_volume(volume)
+    planned = plan_seeds(vol, params, propagation)
+    return (yield from assemble_steps(vol.shape, planned,
+                                      lambda i: carry_seed(predictor, vol, planned[i], propagation),
+                                      params.min_area, cancel))
 
 
 def segment_volume(predictor: Predictor, volume: object, params: AutoParams = AutoParams(),
@@ -86,4 +141,5 @@ def _seed_box(plane: np.ndarray, at: tuple[int, int], background: float, max_siz
     return np.array([rows[0], cols[0], rows[-1], cols[-1]], dtype=np.float32)
 
 
-__all__ = ["seeds", "segment_volume", "segment_volume_steps"]
+__all__ = ["Seed", "assemble_steps", "carry_seed", "checked_volume", "plan_seeds", "seeds", "segment_volume",
+           "segment_volume_steps"]

@@ -58,6 +58,29 @@ class PropagationParams:
     ring: int = 4  # width in pixels of the ring around the start mask that measures the background
 
 
+@dataclass(frozen=True)
+class Piece:
+    """One object within its bounding column: ``mask`` covers slices ``z0 ..`` and the
+    in-plane window from (``r0``, ``c0``), so a stack's objects cost memory by their size."""
+
+    z0: int
+    r0: int
+    c0: int
+    mask: np.ndarray  # (slices, rows, cols) bool
+
+    @property
+    def where(self) -> tuple[slice, slice, slice]:
+        """The index of the piece's box in the stack."""
+        dz, dh, dw = self.mask.shape
+        return slice(self.z0, self.z0 + dz), slice(self.r0, self.r0 + dh), slice(self.c0, self.c0 + dw)
+
+    def paste(self, shape: tuple[int, int, int]) -> np.ndarray:
+        """The object as a full (Z, H, W) bool array."""
+        full = np.zeros(shape, dtype=bool)
+        full[self.where] = self.mask
+        return full
+
+
 def propagate(
     predictor: Predictor,
     volume: object,
@@ -72,14 +95,36 @@ def propagate(
     progress: Callable[[int, int], None] | None = None,
     cancel: Callable[[], bool] | None = None,
 ) -> np.ndarray:
+    """Segment the object prompted on slice ``z`` of a (Z, H, W) stack through the stack;
+    returns a (Z, H, W) bool array. See :func:`propagate_piece` for the arguments."""
+    piece = propagate_piece(predictor, volume, z, points, labels, box, mask, params, corrections, embed,
+                            progress, cancel)
+    return piece.paste(tuple(getattr(volume, "shape", np.shape(volume))))  # type: ignore[arg-type]
+
+
+def propagate_piece(
+    predictor: Predictor,
+    volume: object,
+    z: int,
+    points: object = None,
+    labels: object = None,
+    box: object = None,
+    mask: np.ndarray | None = None,
+    params: PropagationParams = PropagationParams(),
+    corrections: Mapping[int, np.ndarray] | None = None,
+    embed: Callable[[int], Embedding] | None = None,
+    progress: Callable[[int, int], None] | None = None,
+    cancel: Callable[[], bool] | None = None,
+) -> Piece:
     """Segment the object prompted on slice ``z`` of a (Z, H, W) stack through the stack.
 
-    Prompt with ``points``/``labels`` and/or ``box`` (plane pixels, as for
+    Only the object's bounding column is returned, so many objects of a large stack fit in
+    memory. Prompt with ``points``/``labels`` and/or ``box`` (plane pixels, as for
     :meth:`Predictor.predict`), or pass the start ``mask`` (e.g. the chosen candidate).
     ``corrections`` maps slice -> mask drawn or fixed by the user: propagation takes it
     as that slice's answer and carries on from it (an empty one ends the object there).
     ``embed(k)`` returns slice k's embedding, for ``params.carry == "model"`` (default:
-    embed on demand, kept for this call). Returns a (Z, H, W) bool array.
+    embed on demand, kept for this call). Returns the object as a :class:`Piece`.
     """
     shape = tuple(getattr(volume, "shape", np.shape(volume)))
     if len(shape) != 3:
@@ -101,20 +146,19 @@ def propagate(
             raise ValueError(f"the start mask has shape {mask.shape}, the slices {shape[1:]}")
 
     column = _Column(volume, _extent_of(shape[1:], mask, points, box, corrections.get(z)), params)
-    out = np.zeros(shape, dtype=bool)
     if z in corrections:
         start = corrections[z]
     elif mask is not None:
         start = mask
     else:
         start = _start_mask(predictor, column, z, points, labels, box, params)
-    out[z] = start
+    local = column.crop(start)  # the window holds every start mask (see _extent_of)
+    found = {z: local}
     if progress is not None:
         progress(1, n)
     if not start.any():
-        return out
+        return column.piece(found)
 
-    local = column.crop(start)
     look = column.look(z, local)
     first, last = column.extent(z, local, look)
     threshold = params.mask_threshold
@@ -144,14 +188,14 @@ def propagate(
                     points=None if predictor.box_only else _interior_point(column.paste(prev))[None])))
             if not current.any():
                 break
-            out[k] = column.paste(current)
+            found[k] = current
             prev = current
             done += 1
             if progress is not None:
                 progress(done, n)
     if progress is not None:
         progress(n, n)
-    return out
+    return column.piece(found)
 
 
 @dataclass(frozen=True)
@@ -182,6 +226,12 @@ class _Column:
 
     def crop(self, full: np.ndarray) -> np.ndarray:
         return np.asarray(full, dtype=bool)[self.window]
+
+    def piece(self, found: dict[int, np.ndarray]) -> Piece:
+        """The slices found (slice -> window mask, contiguous) as one piece."""
+        z0 = min(found)
+        mask = np.stack([found[k] for k in range(z0, max(found) + 1)])
+        return Piece(z0, self.window[0].start or 0, self.window[1].start or 0, mask)
 
     def paste(self, local: np.ndarray) -> np.ndarray:
         full = np.zeros(self.shape[1:], dtype=bool)
@@ -324,4 +374,4 @@ def _interior_point(mask: np.ndarray) -> np.ndarray:
     return np.array(np.unravel_index(np.argmax(dist), mask.shape), np.float32)
 
 
-__all__ = ["CARRIES", "PropagationParams", "propagate"]
+__all__ = ["CARRIES", "Piece", "PropagationParams", "propagate", "propagate_piece"]
