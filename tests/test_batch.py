@@ -57,13 +57,30 @@ def test_rerun_skips_finished_files_and_a_bad_file_fails_alone(serial, folder, t
 
 
 def test_local_cluster_gives_identical_labels(serial, folder, tmp_path):
-    pytest.importorskip("distributed")
     code, out = serial
     dist = tmp_path / "dist"
     assert cli.main(["segment", str(folder), "-o", str(dist), "--device", "cpu", "--precision", "fp32",
                      "--scheduler", "local", "--workers", "2"]) == 0
     for p in sorted(out.glob("*.tif")):
         np.testing.assert_array_equal(tifffile.imread(dist / p.name), tifffile.imread(p))
+
+
+def test_a_stack_spreads_over_the_cluster_with_the_serial_labels(nuclei3d, tmp_path):
+    from distributed import Client, LocalCluster, get_task_stream
+
+    stack = tmp_path / "stack.tif"
+    tifffile.imwrite(stack, nuclei3d[0][:, :40, :40])  # 21 seeds: three tasks of seeds
+    common = ["--device", "cpu", "--precision", "fp32"]
+    assert cli.main(["segment", str(stack), "-o", str(tmp_path / "serial.tif"), *common]) == 0
+    with LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=None) as cluster, \
+            Client(cluster) as client, get_task_stream(client) as tasks:
+        assert cli.main(["segment", str(stack), "-o", str(tmp_path / "dist.tif"), *common,
+                         "--scheduler", cluster.scheduler_address]) == 0
+    carried = [t for t in tasks.data if t["key"].startswith("_carry_on_worker")]
+    assert len(carried) == 3 and len({t["worker"] for t in carried}) == 2
+    serial = tifffile.imread(tmp_path / "serial.tif")
+    assert serial.shape == (31, 40, 40) and serial.max() >= 10
+    np.testing.assert_array_equal(tifffile.imread(tmp_path / "dist.tif"), serial)
 
 
 def test_labels_widen_to_uint32_only_when_needed(tmp_path):

@@ -16,8 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .automatic import AutoParams, segment_everything
-from .automatic_volume import segment_volume
+from .automatic import AutoParams, run_with_progress, segment_everything
+from .automatic_volume import Seed, assemble_steps, carry_seed, checked_volume, plan_seeds, segment_volume
+from .propagation import Piece
 
 IMAGE_SUFFIXES = (".tif", ".tiff", ".zarr", ".npy")
 
@@ -85,17 +86,26 @@ def read_image(path: Path) -> np.ndarray:
     return np.squeeze(tifffile.imread(path))
 
 
+def is_plane(image: np.ndarray) -> bool:
+    """A 2D plane (H, W) or an RGB(A) one (H, W, 3|4), rather than a (Z, H, W) stack."""
+    return image.ndim == 2 or (image.ndim == 3 and image.shape[-1] in (3, 4))
+
+
 def segment_array(predictor, image: np.ndarray, params: AutoParams,
                   progress: Callable[[int, int], None] | None = None) -> np.ndarray:
     """2D planes (H, W) / RGB (H, W, 3|4) -> 2D labels; stacks (Z, H, W) -> 3D labels."""
-    if image.ndim == 2 or (image.ndim == 3 and image.shape[-1] in (3, 4)):
+    if is_plane(image):
         return segment_everything(predictor, image, params, progress)
-    if image.ndim == 3:
-        return segment_volume(predictor, image, params, progress)
-    raise ValueError(
-        f"cannot segment an image of shape {image.shape}: expected (H, W), (H, W, RGB) or (Z, H, W); "
-        "split channels or time points into separate files first"
-    )
+    _check_stack(image)
+    return segment_volume(predictor, image, params, progress)
+
+
+def _check_stack(image: np.ndarray) -> None:
+    if image.ndim != 3:
+        raise ValueError(
+            f"cannot segment an image of shape {image.shape}: expected (H, W), (H, W, RGB) or (Z, H, W); "
+            "split channels or time points into separate files first"
+        )
 
 
 def write_labels(path: Path, labels: np.ndarray) -> None:
@@ -115,12 +125,13 @@ def write_labels(path: Path, labels: np.ndarray) -> None:
 
 
 def run_job(predictor, job: Job, params: AutoParams, overwrite: bool = False,
-            progress: Callable[[int, int], None] | None = None) -> Result:
-    """Segment one file; failures are returned, not raised, so a batch carries on."""
+            progress: Callable[[int, int], None] | None = None, segment: Callable = segment_array) -> Result:
+    """Segment one file with ``segment(predictor, image, params, progress)``; failures are
+    returned, not raised, so a batch carries on."""
     if job.target.exists() and not overwrite:
         return Result(job, "skipped")
     try:
-        labels = segment_array(predictor, read_image(job.source), params, progress)
+        labels = segment(predictor, read_image(job.source), params, progress)
         write_labels(job.target, labels)
     except KeyboardInterrupt:
         raise
@@ -176,10 +187,43 @@ class _ModelOnWorker(_WorkerPlugin):
             load_model(model, model_type=model_type, device=device, precision=precision))
 
 
+# Seeds of a stack carried by one task: enough work (~1 s a seed on a CPU) to be worth a
+# task, few enough that a stack of a few dozen objects still spreads over the workers.
+SEEDS_PER_TASK = 8
+
+
 def _run_on_worker(job: Job, params: AutoParams, overwrite: bool) -> Result:
     from distributed import get_worker
 
-    return run_job(get_worker().napari_sam_predictor, job, params, overwrite)
+    return run_job(get_worker().napari_sam_predictor, job, params, overwrite, segment=_segment_spread)
+
+
+def _segment_spread(predictor, image: np.ndarray, params: AutoParams, progress=None) -> np.ndarray:
+    """:func:`segment_array` for a task on a dask worker: a stack's seeds are carried by
+    tasks of their own, spread over the cluster, and numbered here in seed order as the
+    serial run numbers them, so the labels are the same."""
+    if is_plane(image):
+        return segment_everything(predictor, image, params, progress)
+    _check_stack(image)
+    from distributed import worker_client
+
+    volume = checked_volume(image)
+    planned = plan_seeds(volume, params)
+    todo = [i for i, seed in enumerate(planned) if seed.box is not None]
+    groups = [todo[k : k + SEEDS_PER_TASK] for k in range(0, len(todo), SEEDS_PER_TASK)]
+    with worker_client() as client:  # secedes from the worker's thread pool while it waits
+        shared = client.scatter(volume, hash=False)
+        futures = [client.submit(_carry_on_worker, shared, [planned[i] for i in group], pure=False)
+                   for group in groups]
+        pieces = {i: piece for group, done in zip(groups, client.gather(futures)) for i, piece in zip(group, done)}
+    return run_with_progress(assemble_steps(volume.shape, planned, pieces.__getitem__, params.min_area), progress)
+
+
+def _carry_on_worker(volume: np.ndarray, group: list[Seed]) -> list[Piece]:
+    from distributed import get_worker
+
+    predictor = get_worker().napari_sam_predictor
+    return [carry_seed(predictor, volume, seed) for seed in group]
 
 
 def run_jobs_distributed(
@@ -188,7 +232,8 @@ def run_jobs_distributed(
     overwrite: bool = False, on_result: Callable[[Result], None] | None = None,
 ) -> list[Result]:
     """Run jobs on dask.distributed: ``scheduler="local"`` starts a LocalCluster of
-    ``workers`` single-threaded processes, anything else is a scheduler address."""
+    ``workers`` single-threaded processes, anything else is a scheduler address. Files run
+    as tasks, and so do groups of a stack's seeds (see :func:`_segment_spread`)."""
     try:
         from distributed import Client, LocalCluster, as_completed
     except ImportError as exc:

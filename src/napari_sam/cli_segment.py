@@ -42,7 +42,8 @@ def add_segment_command(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--nms-thresh", type=float, help="mask IoU above which duplicates go (default 0.5)")
     p.add_argument("--min-area", type=int, help="smallest object area, pixels (default 15)")
     p.add_argument("--overwrite", action="store_true", help="redo files whose output exists")
-    p.add_argument("--scheduler", default=None, help="'local' for a dask LocalCluster, or a dask scheduler address")
+    p.add_argument("--scheduler", default=None, help="'local' for a dask LocalCluster, or a dask scheduler address; "
+                   "files and the seeds of each stack run as tasks, with the serial run's labels")
     p.add_argument("--workers", type=int, default=2, help="workers of a local cluster")
     p.set_defaults(handler=run_segment)
 
