@@ -96,16 +96,12 @@ def segment_array(predictor, image: np.ndarray, params: AutoParams,
     """2D planes (H, W) / RGB (H, W, 3|4) -> 2D labels; stacks (Z, H, W) -> 3D labels."""
     if is_plane(image):
         return segment_everything(predictor, image, params, progress)
-    _check_stack(image)
-    return segment_volume(predictor, image, params, progress)
-
-
-def _check_stack(image: np.ndarray) -> None:
-    if image.ndim != 3:
-        raise ValueError(
-            f"cannot segment an image of shape {image.shape}: expected (H, W), (H, W, RGB) or (Z, H, W); "
-            "split channels or time points into separate files first"
-        )
+    if image.ndim == 3:
+        return segment_volume(predictor, image, params, progress)
+    raise ValueError(
+        f"cannot segment an image of shape {image.shape}: expected (H, W), (H, W, RGB) or (Z, H, W); "
+        "split channels or time points into separate files first"
+    )
 
 
 def write_labels(path: Path, labels: np.ndarray) -> None:
@@ -202,9 +198,8 @@ def _segment_spread(predictor, image: np.ndarray, params: AutoParams, progress=N
     """:func:`segment_array` for a task on a dask worker: a stack's seeds are carried by
     tasks of their own, spread over the cluster, and numbered here in seed order as the
     serial run numbers them, so the labels are the same."""
-    if is_plane(image):
-        return segment_everything(predictor, image, params, progress)
-    _check_stack(image)
+    if is_plane(image) or image.ndim != 3:
+        return segment_array(predictor, image, params, progress)
     from distributed import worker_client
 
     volume = checked_volume(image)
