@@ -119,7 +119,8 @@ def test_signature_changes_with_data_and_reads_only_a_sample():
     before = data_signature(a)
     a[:, ::2, ::2] += 1  # an edit that the strided sample sees
     assert data_signature(a) != before
-    dask = pytest.importorskip("dask.array")
+    import dask.array as dask
+
     d = dask.from_array(b, chunks=(1, 64, 64))
     assert data_signature(d) == data_signature(dask.from_array(b, chunks=(1, 64, 64)))
     assert data_signature(d) != data_signature(d + 1)
@@ -131,7 +132,8 @@ def test_memmap_and_dask_sources_read_one_plane(tmp_path):
     mm[:] = data
     engine = Engine(FakePredictor())
     assert float(engine.embedding(PlaneSource(mm), (2,)).features[0, 0, 0, 0]) == 2.0
-    dask = pytest.importorskip("dask.array")
+    import dask.array as dask
+
     lazy = dask.from_array(data, chunks=(1, 16, 16))
     assert float(engine.embedding(PlaneSource(lazy), (3,)).features[0, 0, 0, 0]) == 3.0
 

