@@ -83,6 +83,21 @@ def test_a_stack_spreads_over_the_cluster_with_the_serial_labels(nuclei3d, tmp_p
     np.testing.assert_array_equal(tifffile.imread(tmp_path / "dist.tif"), serial)
 
 
+def test_a_worker_loads_each_model_once_across_runs():
+    from types import SimpleNamespace
+
+    from napari_sam.batch import _ModelOnWorker
+
+    worker = SimpleNamespace()
+    fp32, bf16 = ("lite_medsam", None, "cpu", "fp32"), ("lite_medsam", None, "cpu", "bf16")
+    _ModelOnWorker(fp32, threads=None).setup(worker)
+    first = worker.napari_sam_predictors[fp32]
+    _ModelOnWorker(fp32, threads=None).setup(worker)  # the next batch on a long-lived cluster
+    assert worker.napari_sam_predictors[fp32] is first
+    _ModelOnWorker(bf16, threads=None).setup(worker)
+    assert worker.napari_sam_predictors[bf16] is not first and worker.napari_sam_predictors[fp32] is first
+
+
 def test_labels_widen_to_uint32_only_when_needed(tmp_path):
     small = np.arange(12, dtype=np.int64).reshape(3, 4)
     write_labels(tmp_path / "a.tif", small)

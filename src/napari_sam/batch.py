@@ -12,6 +12,7 @@ import tempfile
 import traceback
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -162,13 +163,15 @@ except ImportError:  # pragma: no cover - exercised where distributed is absent
 
 
 class _ModelOnWorker(_WorkerPlugin):
-    """A dask worker plugin that loads the model once per worker process."""
+    """A dask worker plugin that loads the model once per worker process.
+
+    Models are kept per (model, type, device, precision) on the worker, so a long-lived
+    cluster that runs batch after batch loads each model once, not once per run."""
 
     name = "napari-sam-model"
 
-    def __init__(self, model: str, model_type: str | None, device: str, precision: str, threads: int | None) -> None:
-        self.args = (model, model_type, device, precision)
-        self.threads = threads
+    def __init__(self, key: tuple, threads: int | None) -> None:
+        self.key, self.threads = key, threads
 
     def setup(self, worker) -> None:
         import torch
@@ -178,9 +181,18 @@ class _ModelOnWorker(_WorkerPlugin):
         # Workers share the cores: more torch threads than cores makes each far slower.
         if self.threads is not None:
             torch.set_num_threads(self.threads)
-        model, model_type, device, precision = self.args
-        worker.napari_sam_predictor = Predictor(
-            load_model(model, model_type=model_type, device=device, precision=precision))
+        if not hasattr(worker, "napari_sam_predictors"):
+            worker.napari_sam_predictors = {}
+        if self.key not in worker.napari_sam_predictors:
+            model, model_type, device, precision = self.key
+            worker.napari_sam_predictors[self.key] = Predictor(
+                load_model(model, model_type=model_type, device=device, precision=precision))
+
+
+def _worker_predictor(key: tuple):
+    from distributed import get_worker
+
+    return get_worker().napari_sam_predictors[key]
 
 
 # Seeds of a stack carried by one task: enough work (~1 s a seed on a CPU) to be worth a
@@ -188,13 +200,11 @@ class _ModelOnWorker(_WorkerPlugin):
 SEEDS_PER_TASK = 8
 
 
-def _run_on_worker(job: Job, params: AutoParams, overwrite: bool) -> Result:
-    from distributed import get_worker
-
-    return run_job(get_worker().napari_sam_predictor, job, params, overwrite, segment=_segment_spread)
+def _run_on_worker(job: Job, params: AutoParams, overwrite: bool, key: tuple) -> Result:
+    return run_job(_worker_predictor(key), job, params, overwrite, segment=partial(_segment_spread, key=key))
 
 
-def _segment_spread(predictor, image: np.ndarray, params: AutoParams, progress=None) -> np.ndarray:
+def _segment_spread(predictor, image: np.ndarray, params: AutoParams, progress=None, *, key: tuple) -> np.ndarray:
     """:func:`segment_array` for a task on a dask worker: a stack's seeds are carried by
     tasks of their own, spread over the cluster, and numbered here in seed order as the
     serial run numbers them, so the labels are the same."""
@@ -208,16 +218,14 @@ def _segment_spread(predictor, image: np.ndarray, params: AutoParams, progress=N
     groups = [todo[k : k + SEEDS_PER_TASK] for k in range(0, len(todo), SEEDS_PER_TASK)]
     with worker_client() as client:  # secedes from the worker's thread pool while it waits
         shared = client.scatter(volume, hash=False)
-        futures = [client.submit(_carry_on_worker, shared, [planned[i] for i in group], pure=False)
+        futures = [client.submit(_carry_on_worker, shared, [planned[i] for i in group], key, pure=False)
                    for group in groups]
         pieces = {i: piece for group, done in zip(groups, client.gather(futures)) for i, piece in zip(group, done)}
     return run_with_progress(assemble_steps(volume.shape, planned, pieces.__getitem__, params.min_area), progress)
 
 
-def _carry_on_worker(volume: np.ndarray, group: list[Seed]) -> list[Piece]:
-    from distributed import get_worker
-
-    predictor = get_worker().napari_sam_predictor
+def _carry_on_worker(volume: np.ndarray, group: list[Seed], key: tuple) -> list[Piece]:
+    predictor = _worker_predictor(key)
     return [carry_seed(predictor, volume, seed) for seed in group]
 
 
@@ -242,8 +250,9 @@ def run_jobs_distributed(
     else:
         client = Client(scheduler)
     try:
-        client.register_plugin(_ModelOnWorker(model, model_type, device, precision, threads))
-        futures = {client.submit(_run_on_worker, job, params, overwrite, pure=False): job for job in jobs}
+        key = (model, model_type, device, precision)
+        client.register_plugin(_ModelOnWorker(key, threads))
+        futures = {client.submit(_run_on_worker, job, params, overwrite, key, pure=False): job for job in jobs}
         results = {}
         for future in as_completed(futures):
             result = future.result()
