@@ -1,13 +1,15 @@
 """Time per image of automatic segmentation (each method) and of propagation through a
 stack, on the real nucleus data with the real LiteMedSAM weights, with their quality.
 
-    python benchmarks/bench_automatic.py [--threads N]
+    python benchmarks/bench_automatic.py [--threads N] [--workers N]
 
 Prints, per method, the wall time for the 512 x 512 nucleus image and the instance F1 at
 IoU 0.5 against its ground truth; for the 31 x 61 x 57 nucleus volume, the time and 3D F1
 of each stack method (3D seeds carried through the stack, the default; each plane on its
 own, linked by overlap), and for propagation the time per object and the mean 3D IoU (one
-ground-truth box on each nucleus's middle slice).
+ground-truth box on each nucleus's middle slice). With ``--workers N`` it also times the
+volume on a dask LocalCluster of N workers (files and seed groups as tasks, as
+``napari-sam segment --scheduler local`` runs them) and checks its labels against the serial run's.
 The grid method needs a point-trained model; with box-trained LiteMedSAM it is timed only.
 """
 
@@ -33,6 +35,7 @@ from tests.conftest import iou, matched_f1  # noqa: E402
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    parser.add_argument("--workers", type=int, default=0, help="also time the volume on a LocalCluster of N workers")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -62,6 +65,11 @@ def main() -> None:
         elapsed = time.perf_counter() - t0
         print(f"stack {method:<12} 31x61x57: {elapsed:7.1f} s/volume  {labels.max():4d} objects  "
               f"3D F1@0.5 {matched_f1(vlabels, labels):.3f}")
+        if method == "3D seeds":
+            serial = labels
+    if args.workers:
+        print(f"stack 3D seeds, {args.workers} dask workers: "
+              f"{_distributed_volume(volume, serial, args.workers):7.1f} s/volume (cluster start and model load excluded)")
     t0 = time.perf_counter()
     embeddings = [predictor.embed(volume[k]) for k in range(volume.shape[0])]
     t_embed = time.perf_counter() - t0
@@ -79,6 +87,31 @@ def main() -> None:
         print(f"propagate, carry={carry}: {len(objects)} nuclei, {t_prop / len(objects):.2f} s/object (slice "
               f"embeddings, {t_embed / volume.shape[0] * 1e3:.0f} ms/slice, made beforehand); mean 3D IoU "
               f"{np.mean(scores):.3f} (median {np.median(scores):.3f})")
+
+
+def _distributed_volume(volume: np.ndarray, serial: np.ndarray, workers: int) -> float:
+    """Seconds to segment the volume on a warm LocalCluster; fails if its labels differ from ``serial``."""
+    import tempfile
+
+    from napari_sam.automatic import AutoParams
+    from napari_sam.batch import plan_jobs, run_jobs_distributed
+
+    with tempfile.TemporaryDirectory() as tmp:
+        source = Path(tmp) / "volume.tif"
+        tifffile.imwrite(source, volume)
+        from distributed import Client, LocalCluster
+
+        with LocalCluster(n_workers=workers, threads_per_worker=1, dashboard_address=None) as cluster, \
+                Client(cluster) as client:
+            warm = plan_jobs(source, Path(tmp) / "warm.tif")  # starts the workers and loads the model
+            run_jobs_distributed(warm, AutoParams(), "lite_medsam", cluster.scheduler_address, precision="fp32")
+            client.run(torch.set_num_threads, max(1, (torch.get_num_threads()) // workers))
+            jobs = plan_jobs(source, Path(tmp) / "labels.tif")
+            t0 = time.perf_counter()
+            run_jobs_distributed(jobs, AutoParams(), "lite_medsam", cluster.scheduler_address, precision="fp32")
+            elapsed = time.perf_counter() - t0
+        assert np.array_equal(tifffile.imread(jobs[0].target), serial), "distributed labels differ from serial"
+    return elapsed
 
 
 if __name__ == "__main__":
