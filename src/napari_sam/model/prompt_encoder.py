@@ -106,7 +106,6 @@ class PromptEncoder(nn.Module):
             if p is not None:
                 batch = p.shape[0]
                 break
-        weight = self.no_mask_embed.weight
         parts: list[torch.Tensor] = []
         if points is not None:
             xy, labels = points
@@ -120,7 +119,7 @@ class PromptEncoder(nn.Module):
         if parts:
             sparse = torch.cat(parts, dim=1)
         else:
-            sparse = weight.new_empty(batch, 0, self.embed_dim)
+            sparse = self.no_mask_embed.weight.new_empty(batch, 0, self.embed_dim)
         if masks is not None:
             dense = self.mask_downscaling(masks)
         else:
