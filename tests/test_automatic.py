@@ -122,3 +122,16 @@ def test_stack_segmentation_refuses_bad_input_and_cancels(lite_predictor, nuclei
     assert not segment_volume(lite_predictor, np.zeros((4, 32, 32), np.uint16)).any()
     with pytest.raises(Cancelled):
         segment_volume(lite_predictor, nuclei3d[0], cancel=lambda: True)
+
+
+def test_stack_segmentation_takes_nan_as_the_lowest_value(lite_predictor, nuclei3d):
+    from napari_sam.automatic_volume import checked_volume, segment_volume
+
+    crop = nuclei3d[0][:, :24, :24].astype(np.float32)
+    holed = crop.copy()
+    holed[0, :3, :3] = np.nan
+    holed[1, 0, 0] = -np.inf
+    filled = checked_volume(holed)
+    assert np.isfinite(filled).all() and filled[0, 0, 0] == filled[1, 0, 0] == np.nanmin(crop)
+    assert checked_volume(crop) is crop  # no copy when every value is finite
+    np.testing.assert_array_equal(segment_volume(lite_predictor, holed), segment_volume(lite_predictor, filled))

@@ -67,6 +67,15 @@ def test_a_lone_object_ends_where_its_signal_ends(lite_predictor, stacked, embed
     assert slices[0] >= 6 and slices[-1] <= 18  # the object spans 8..16
 
 
+def test_nan_and_inf_voxels_count_as_background(lite_predictor, stacked, embed):
+    volume, _, _, c = stacked
+    holed = volume.copy()
+    holed[10:14, 0:8, 0:8] = np.nan  # a dead corner, away from the object
+    holed[0, 5, 40:60] = np.inf
+    out = propagate(lite_predictor, holed, 12, box=_box(c[12]), embed=embed)
+    assert iou(out, c) > 0.7, iou(out, c)
+
+
 def test_a_piece_holds_only_the_objects_column(lite_predictor, stacked, embed):
     volume, _, _, c = stacked
     piece = propagate_piece(lite_predictor, volume, 12, box=_box(c[12]), embed=embed)

@@ -25,6 +25,7 @@ from scipy import ndimage as ndi
 from skimage.feature import peak_local_max
 
 from .automatic import AutoParams, Cancelled, run_with_progress
+from .imaging import finite
 from .predictor import Predictor
 from .propagation import Piece, PropagationParams, propagate_piece
 
@@ -59,11 +60,7 @@ def checked_volume(volume: object) -> np.ndarray:
         raise ValueError(f"expected a (Z, H, W) volume, got shape {vol.shape}")
     if not np.issubdtype(vol.dtype, np.number) or vol.dtype == np.bool_:
         raise TypeError(f"expected a numeric volume, got dtype {vol.dtype}")
-    if np.issubdtype(vol.dtype, np.inexact) and not np.isfinite(vol).all():
-        finite = np.isfinite(vol)
-        fill = float(vol[finite].min()) if finite.any() else 0.0
-        vol = np.where(finite, vol, fill).astype(np.float32)
-    return vol
+    return finite(vol) if np.issubdtype(vol.dtype, np.inexact) else vol
 
 
 def plan_seeds(volume: np.ndarray, params: AutoParams = AutoParams(),

@@ -53,6 +53,15 @@ def as_plane(image: object) -> np.ndarray:
     return arr
 
 
+def finite(x: np.ndarray) -> np.ndarray:
+    """``x`` with NaN and infinities replaced by its lowest finite value (0 if it has none),
+    as a float32 copy; ``x`` itself when all its values are finite."""
+    ok = np.isfinite(x)
+    if ok.all():
+        return x
+    return np.where(ok, x, float(x[ok].min()) if ok.any() else 0.0).astype(np.float32)
+
+
 def intensity_limits(plane: np.ndarray, percentiles: tuple[float, float] = DEFAULT_PERCENTILES) -> tuple[float, float]:
     """The (low, high) values that :func:`to_intensity` maps to 0 and 255.
 

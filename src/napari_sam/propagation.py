@@ -36,6 +36,7 @@ import numpy as np
 import torch
 from scipy import ndimage as ndi
 
+from .imaging import finite
 from .predictor import Embedding, Predictor
 
 CARRIES = ("intensity", "model")
@@ -217,10 +218,7 @@ class _Column:
 
     def __init__(self, volume: object, window: tuple[slice, slice], params: PropagationParams) -> None:
         self.window, self.params, self.shape = window, params, tuple(getattr(volume, "shape", np.shape(volume)))
-        raw = np.asarray(volume[(slice(None), *window)], dtype=np.float32)  # type: ignore[index]
-        if not np.isfinite(raw).all():
-            raw = np.nan_to_num(raw, nan=float(np.nanmin(raw)) if np.isfinite(raw).any() else 0.0,
-                                posinf=0.0, neginf=0.0)
+        raw = finite(np.asarray(volume[(slice(None), *window)], dtype=np.float32))  # type: ignore[index]
         self.denoised = ndi.gaussian_filter(raw, params.denoise_sigma)
         self.profile_planes = ndi.gaussian_filter(raw, (0, params.profile_sigma, params.profile_sigma))
 
