@@ -67,20 +67,3 @@ def gt_boxes(labels: np.ndarray) -> list[tuple[int, np.ndarray]]:
     from skimage.measure import regionprops
 
     return [(r.label, np.array([r.bbox[0], r.bbox[1], r.bbox[2] - 1, r.bbox[3] - 1])) for r in regionprops(labels)]
-
-
-def iou(a: np.ndarray, b: np.ndarray) -> float:
-    union = np.logical_or(a, b).sum()
-    return float(np.logical_and(a, b).sum() / union) if union else 1.0
-
-
-def matched_f1(truth: np.ndarray, pred: np.ndarray, threshold: float = 0.5) -> float:
-    """Instance F1: objects matched one to one at IoU > threshold (> 0.5 makes matches unique)."""
-    from skimage.metrics import contingency_table
-
-    table = contingency_table(truth, pred).toarray().astype(float)
-    with np.errstate(invalid="ignore"):  # label ids that do not occur give 0/0
-        ious = table / (table.sum(1, keepdims=True) + table.sum(0, keepdims=True) - table)
-    tp = int((ious[1:, 1:] > threshold).sum())
-    n_truth, n_pred = len(np.unique(truth)) - 1, len(np.unique(pred)) - 1
-    return 2 * tp / (n_truth + n_pred) if n_truth + n_pred else 1.0

@@ -11,8 +11,7 @@ from napari_sam.automatic import (
     AutoParams, Cancelled, crop_boxes, link_slices, point_grid, propose_steps, run_with_progress, select,
     segment_everything, stability_scores,
 )
-
-from .conftest import matched_f1
+from napari_sam.metrics import f1
 
 
 @pytest.fixture(scope="module")
@@ -27,8 +26,8 @@ def test_boxes_method_segments_real_nuclei(lite_predictor, nuclei2d, nuclei_prop
     # 125 real DSB2018 nuclei; Otsu + distance watershed scores F1 0.67 on this image.
     labels = select(nuclei_proposals, lite_predictor)
     assert nuclei_proposals.method == "boxes"  # the default for box-trained LiteMedSAM
-    f1 = matched_f1(nuclei2d[1], labels)
-    assert f1 >= 0.80, f1
+    score = f1(nuclei2d[1], labels)
+    assert score >= 0.80, score
     assert labels.dtype == np.int32 and labels.shape == nuclei2d[0].shape
 
 
@@ -105,8 +104,8 @@ def test_stack_segmentation_finds_real_nuclei_in_3d(lite_predictor, nuclei3d):
     assert 30 <= len(found) <= 80
     steps = []
     labels = segment_array(lite_predictor, volume, AutoParams(), lambda d, t: steps.append((d, t)))
-    f1 = matched_f1(truth, labels)
-    assert f1 >= 0.6, f1
+    score = f1(truth, labels)
+    assert score >= 0.6, score
     assert labels.dtype == np.int32 and labels.shape == volume.shape
     assert set(np.unique(labels)) == set(range(labels.max() + 1))  # numbered 1..N
     assert steps[-1] == (len(found), len(found))

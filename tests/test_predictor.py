@@ -8,9 +8,10 @@ import pytest
 import torch
 
 from napari_sam import Candidates, Predictor, load_model
+from napari_sam.metrics import iou
 from napari_sam.model import CheckpointError
 
-from .conftest import gt_boxes, iou
+from .conftest import gt_boxes
 
 
 def test_box_prompts_on_real_nuclei(lite_predictor, nuclei2d_embedding, nuclei2d):

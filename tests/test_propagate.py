@@ -8,9 +8,8 @@ import pytest
 from skimage.measure import regionprops
 
 from napari_sam.automatic import Cancelled
+from napari_sam.metrics import iou
 from napari_sam.propagation import PropagationParams, propagate, propagate_piece
-
-from .conftest import iou
 
 
 def _ellipsoid(shape, centre, radii):

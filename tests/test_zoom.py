@@ -7,9 +7,10 @@ import numpy as np
 import pytest
 
 from napari_sam.cache import EmbeddingCache
+from napari_sam.metrics import iou
 from napari_sam.zoom import Window, Zoom, plan_window, prompt_extent
 
-from .conftest import gt_boxes, iou
+from .conftest import gt_boxes
 
 
 class CountingCache:

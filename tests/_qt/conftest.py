@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from napari_sam.engine import EmbeddingCache
+from napari_sam.metrics import iou  # noqa: F401 (the widget tests import it from here)
 
 # Mesa's software OpenGL (what napari draws with under xvfb) and triton both carry LLVM:
 # loading triton after a napari canvas exists segfaults the process, and later test files
@@ -54,11 +55,6 @@ def box_corners(bbox, pad: float = 1.0) -> np.ndarray:
     """Two opposite rectangle corners around a regionprops-style (r0, c0, r1, c1) bbox."""
     r0, c0, r1, c1 = bbox[-4:]
     return np.array([[r0 - pad, c0 - pad], [r1 - 1 + pad, c1 - 1 + pad]], dtype=float)
-
-
-def iou(a: np.ndarray, b: np.ndarray) -> float:
-    union = np.logical_or(a, b).sum()
-    return float(np.logical_and(a, b).sum() / union) if union else 1.0
 
 
 @pytest.fixture(scope="session")

@@ -112,7 +112,7 @@ def test_prompts_on_other_slices_correct_the_propagation(sam, qtbot):
 
 
 def test_segment_everything_on_the_plane_and_through_the_stack(sam, qtbot, nuclei3d):
-    from ..conftest import matched_f1
+    from napari_sam.metrics import f1
 
     volume, truth = nuclei3d
     viewer, widget = sam(volume)
@@ -122,7 +122,7 @@ def test_segment_everything_on_the_plane_and_through_the_stack(sam, qtbot, nucle
     qtbot.waitUntil(lambda: not widget.everything.busy, timeout=TIMEOUT_MS)
     layer = viewer.layers[-1]
     assert layer.name == "image SAM automatic" and layer.data.shape == volume.shape
-    assert matched_f1(truth, layer.data) >= 0.6
+    assert f1(truth, layer.data) >= 0.6
     assert "objects in" in widget.ui.status.text() and widget.ui.everything_stack.text() == "Whole stack"
 
     widget.segment_everything(whole_stack=False)
