@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import stat
+
 import numpy as np
 import pytest
 import tifffile
@@ -119,3 +122,19 @@ def test_bad_paths_are_explained(tmp_path, capsys):
         plan_jobs(tmp_path / "notes.txt", tmp_path / "out.tif")
     assert cli.main(["segment", str(tmp_path / "missing.tif"), "-o", str(tmp_path / "o.tif")]) == 2
     assert "input not found" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o002, 0o077])
+def test_labels_get_the_permissions_of_any_new_file(tmp_path, umask):
+    # Written through a temporary file and a rename: the file must not keep a temporary
+    # file's private mode (0o600), but get 0o666 less the umask, like any file the user makes.
+    old = os.umask(umask)
+    try:
+        write_labels(tmp_path / "new.tif", np.ones((4, 4), np.uint8))
+        (tmp_path / "old.tif").write_bytes(b"")
+        write_labels(tmp_path / "old.tif", np.ones((4, 4), np.uint8))  # --overwrite
+    finally:
+        os.umask(old)
+    for name in ("new.tif", "old.tif"):
+        assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o666 & ~umask, name
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["new.tif", "old.tif"]

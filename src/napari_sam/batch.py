@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import tempfile
 import traceback
+import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import partial
@@ -106,11 +107,13 @@ def segment_array(predictor, image: np.ndarray, params: AutoParams,
 
 
 def write_labels(path: Path, labels: np.ndarray) -> None:
-    """Write labels as uint16 (or uint32 when needed) TIFF, atomically."""
+    """Write labels as uint16 (or uint32 when needed) TIFF, atomically, with the permissions
+    of any new file (0o666 less the umask)."""
     dtype = np.uint16 if labels.max(initial=0) < 2**16 else np.uint32
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    os.close(fd)
+    # Not tempfile.mkstemp: its files are private (0o600), and the rename would keep that.
+    tmp = path.parent / f".{path.name}.{uuid.uuid4().hex[:12]}.part"
+    os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
     try:
         import tifffile
 
