@@ -134,3 +134,24 @@ def test_stack_segmentation_takes_nan_as_the_lowest_value(lite_predictor, nuclei
     assert np.isfinite(filled).all() and filled[0, 0, 0] == filled[1, 0, 0] == np.nanmin(crop)
     assert checked_volume(crop) is crop  # no copy when every value is finite
     np.testing.assert_array_equal(segment_volume(lite_predictor, holed), segment_volume(lite_predictor, filled))
+
+
+def test_grid_with_a_box_only_model_is_refused_and_auto_picks_boxes():
+    from types import SimpleNamespace
+
+    lite = SimpleNamespace(box_only=True, model_name="lite_medsam")
+    with pytest.raises(ValueError, match=r"'lite_medsam' was trained on boxes only.*'boxes'.*'auto'"):
+        AutoParams(method="grid").resolve(lite)
+    assert AutoParams().resolve(lite).method == "boxes"
+    assert AutoParams(method="boxes").resolve(lite).method == "boxes"
+    sam = SimpleNamespace(box_only=False, model_name="vit_b")
+    assert AutoParams(method="grid").resolve(sam).method == "grid"
+    assert AutoParams().resolve(sam).method == "grid"
+
+
+def test_grid_with_litemedsam_fails_before_any_embedding(lite_predictor, nuclei2d, monkeypatch):
+    monkeypatch.setattr(lite_predictor, "embed", lambda *a, **k: pytest.fail("nothing may be embedded"))
+    with pytest.raises(ValueError, match="trained on boxes only"):
+        segment_everything(lite_predictor, nuclei2d[0], AutoParams(method="grid"))
+    with pytest.raises(ValueError, match="trained on boxes only"):
+        next(propose_steps(lite_predictor, nuclei2d[0], AutoParams(method="grid")))

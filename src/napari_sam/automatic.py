@@ -60,6 +60,7 @@ class AutoParams:
             method = "boxes" if predictor.box_only else "grid"
         if method not in SELECTION_DEFAULTS:
             raise ValueError(f"method must be 'auto', 'boxes' or 'grid', got {self.method!r}")
+        check_method(method, predictor.box_only, getattr(predictor, "model_name", ""))
         iou, stability = SELECTION_DEFAULTS[method]
         return replace(
             self,
@@ -67,6 +68,17 @@ class AutoParams:
             pred_iou_thresh=iou if self.pred_iou_thresh is None else self.pred_iou_thresh,
             stability_score_thresh=stability if self.stability_score_thresh is None else self.stability_score_thresh,
         )
+
+
+def check_method(method: str, box_only: bool, model_name: str = "") -> None:
+    """Refuse the point grid for a model trained on boxes alone (LiteMedSAM): it answers
+    point prompts with next to nothing, so a grid run takes minutes and finds no object."""
+    if method == "grid" and box_only:
+        model = f"the model {model_name!r}" if model_name else "this model"
+        raise ValueError(
+            f"method 'grid' prompts with points, but {model} was trained on boxes only and finds next to "
+            "nothing from points. Use method 'boxes' (or 'auto', which picks boxes for it), or a "
+            "point-trained model (vit_b, vit_t, micro-sam) for 'grid'.")
 
 
 # (predicted IoU, stability) thresholds. SAM's grid defaults are the reference's; box-trained
@@ -444,6 +456,6 @@ def _mask_iou(a: np.ndarray, ba: tuple, b: np.ndarray, bb: tuple) -> float:
 
 
 __all__ = [
-    "AutoParams", "Cancelled", "Proposals", "link_slices", "propose_steps", "segment_everything",
+    "AutoParams", "Cancelled", "Proposals", "check_method", "link_slices", "propose_steps", "segment_everything",
     "segment_planes_steps", "select",
 ]
