@@ -13,7 +13,9 @@ import torch
 
 from napari_sam.cli import main
 from napari_sam.predictor import Embedding, Predictor
-from napari_sam.store import EmbeddingStore, StackLayout, embed_stack, iter_embed_stack, load_embedding
+from napari_sam.store import (
+    EmbeddingStore, StackLayout, StoreConflictError, embed_stack, iter_embed_stack, load_embedding,
+)
 
 MAX_BYTES_PER_PLANE = 2.2e6
 
@@ -71,12 +73,53 @@ def test_an_edited_plane_is_embedded_again(tmp_path, stack):
     assert pred.calls == 4
 
 
-def test_other_preprocessing_or_shape_starts_afresh(tmp_path, stack):
+def test_other_preprocessing_or_shape_is_refused_unless_overwrite(tmp_path, stack):
     pred = FakePredictor()
     embed_stack(pred, stack, tmp_path / "s.zarr")
-    assert embed_stack(FakePredictor(percentiles=(0.5, 99.5)), stack, tmp_path / "s.zarr") == (0, 3)
-    assert embed_stack(pred, stack[:2], tmp_path / "s.zarr") == (0, 2)
+    for other, data, what in [(FakePredictor(percentiles=(0.5, 99.5)), stack, "preprocessing"),
+                              (pred, stack[:2], "data"), (pred, stack.astype(np.float32), "data")]:
+        with pytest.raises(StoreConflictError, match=f"other data or another model .*{what}.*overwrite=True"):
+            embed_stack(other, data, tmp_path / "s.zarr")
+    assert embed_stack(pred, stack, tmp_path / "s.zarr") == (3, 3)  # nothing was dropped
+    assert embed_stack(FakePredictor(percentiles=(0.5, 99.5)), stack, tmp_path / "s.zarr", overwrite=True) == (0, 3)
+    assert embed_stack(pred, stack[:2], tmp_path / "s.zarr", overwrite=True) == (0, 2)
     assert embed_stack(pred, stack[:2], tmp_path / "s.zarr") == (2, 2)
+
+
+def test_another_image_is_refused_unless_overwrite(tmp_path, stack):
+    pred = FakePredictor()
+    embed_stack(pred, stack, tmp_path / "s.zarr", source="/data/a.tif")
+    other = stack[::-1].copy()  # same shape and dtype: only the recorded source tells them apart
+    with pytest.raises(StoreConflictError, match=r"another image, /data/a.tif, not of /data/b.tif.*overwrite=True"):
+        embed_stack(pred, other, tmp_path / "s.zarr", source="/data/b.tif")
+    assert pred.calls == 3
+    assert embed_stack(pred, stack, tmp_path / "s.zarr", source="/data/a.tif") == (3, 3)  # kept whole
+    # Taken over: planes are reused only where their content is the same (the middle one).
+    assert embed_stack(pred, other, tmp_path / "s.zarr", source="/data/b.tif", overwrite=True) == (1, 3)
+    assert embed_stack(pred, other, tmp_path / "s.zarr", source="/data/b.tif") == (3, 3)
+    assert embed_stack(pred, other, tmp_path / "s.zarr") == (3, 3)  # no source named: no check
+
+
+def test_a_store_is_never_made_over_other_files(tmp_path, stack):
+    import zarr
+
+    pred = FakePredictor()
+    (tmp_path / "notes.txt").write_text("keep me")
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    (folder / "cells.tif").write_bytes(b"an image")
+    group = zarr.open_group(str(tmp_path / "ome.zarr"), mode="w")
+    group.attrs.put({"multiscales": [{"version": "0.4"}]})
+    group.create_array("0", shape=(3, 32, 32), dtype="uint16")
+    before = sorted((p.relative_to(tmp_path), p.stat().st_mtime_ns) for p in tmp_path.rglob("*"))
+    for path, match in [(tmp_path / "notes.txt", "is a file"), (folder, "folder of other files"),
+                        (tmp_path / "ome.zarr", "folder of other files")]:
+        for overwrite in (False, True):
+            with pytest.raises(StoreConflictError, match=match):
+                embed_stack(pred, stack, path, overwrite=overwrite)
+    assert sorted((p.relative_to(tmp_path), p.stat().st_mtime_ns) for p in tmp_path.rglob("*")) == before
+    (tmp_path / "empty").mkdir()
+    assert embed_stack(pred, stack, tmp_path / "empty") == (0, 3)  # an empty folder is fine
 
 
 def test_failed_write_leaves_the_plane_undone(tmp_path, stack, monkeypatch):
@@ -170,3 +213,16 @@ def test_cli_reports_bad_input(tmp_path, capsys):
     (tmp_path / "notes.txt").write_text("hello")
     assert main(["embed", str(tmp_path / "notes.txt"), "-o", str(tmp_path / "o.zarr")]) == 2
     assert "expected .tif" in capsys.readouterr().err
+
+
+def test_store_files_get_the_permissions_of_any_new_file(tmp_path, stack):
+    import os
+    import stat
+
+    old = os.umask(0o002)
+    try:
+        embed_stack(FakePredictor(), stack, tmp_path / "s.zarr")
+    finally:
+        os.umask(old)
+    files = [p for p in (tmp_path / "s.zarr").rglob("*") if p.is_file()]
+    assert files and {stat.S_IMODE(p.stat().st_mode) for p in files} == {0o664}

@@ -9,10 +9,15 @@ Layout (zarr >= 3)::
 
 A plane counts as stored only once its digest is written, after its features: an
 interrupted run or a full disk leaves at worst a plane that is embedded again. The digest
-hashes the plane's bytes together with the model and preprocessing, so an edited plane or
-another normalisation is embedded again while unchanged planes are reused. Group
-metadata that no longer fits (another model, data shape or preprocessing) starts the
-store afresh. Input stacks are read one plane at a time.
+hashes the plane's bytes together with the model and preprocessing, so an edited plane is
+embedded again while unchanged planes are reused. A store never silently drops what it
+holds: group metadata that no longer fits (another model, data shape or preprocessing),
+or another source image where the caller names one (``napari-sam embed`` does), is
+refused with a :class:`StoreConflictError` unless ``overwrite=True``; so is a path that
+holds anything but a store. Input stacks are read one plane at a time.
+
+This module imports torch only where it handles embeddings, so that the command line can
+check a store before it loads a model.
 """
 
 from __future__ import annotations
@@ -26,16 +31,22 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
-
-from .imaging import intensity_limits, plane_of, resized_shape
 
 if TYPE_CHECKING:
+    import torch
+
     from .predictor import Embedding, Predictor
 
 FORMAT = 1
 DIGEST_BYTES = 16
 Index = tuple[int, ...]
+ARRAYS = ("features", "limits", "digest")
+SOURCE_ATTR = "napari_sam_source"  # the image a store was made from, where the caller named one
+
+
+class StoreConflictError(ValueError):
+    """Writing the store would destroy something: another image's or model's embeddings, or
+    files that are not an embedding store. The message says how to proceed."""
 
 
 def _zarr() -> Any:
@@ -62,6 +73,8 @@ class StackLayout:
     def of(cls, data: Any, channel_axis: int | None = None, rgb: bool = False,
            plane_axes: tuple[int, int] = (-2, -1)) -> StackLayout:
         """Describe ``data`` (validated by reading its first plane)."""
+        from .imaging import plane_of
+
         shape = tuple(int(n) for n in data.shape)
         spatial = len(shape) - (1 if rgb else 0)
         first = plane_of(data, (0,) * spatial, channel_axis, rgb, plane_axes)
@@ -95,22 +108,35 @@ class EmbeddingStore:
 
     @classmethod
     def open(cls, path: str | Path, predictor: Predictor, layout: StackLayout, clevel: int = 5,
-             create: bool = True) -> EmbeddingStore:
-        """Open the store at ``path``, creating it, or starting it afresh if it was made
-        for another model, data shape or preprocessing. With ``create=False`` the store
-        must exist and fit: otherwise a ValueError says why, and nothing is changed."""
+             create: bool = True, overwrite: bool = False, source: str | None = None) -> EmbeddingStore:
+        """Open the store at ``path``, creating it where there is none.
+
+        A store made for another model, data shape or preprocessing, or (where ``source``
+        names the input image) for another image, raises :class:`StoreConflictError` and is
+        left as it is; ``overwrite=True`` starts it afresh instead (or, where only the
+        source differs, takes it over: planes are then reused only where their content is
+        the same). With ``create=False`` the store must exist and fit: otherwise a
+        ValueError says why, and nothing is changed."""
         zarr = _zarr()
         meta = _meta(predictor, layout)
         if not create:
             group, found = open_store(path)
             if found != meta:
-                differ = sorted(k for k in set(meta) | set(found) if meta.get(k) != found.get(k))
-                detail = ", ".join(f"{k}: store {found.get(k)!r}, here {meta.get(k)!r}" for k in differ[:3])
-                raise ValueError(f"the embedding store {path} was made for other data or another model ({detail}); "
-                                 "embed this layer with 'napari-sam embed' to make one that fits")
+                raise ValueError(f"the embedding store {path} was made for other data or another model "
+                                 f"({_differences(found, meta)}); embed this layer with 'napari-sam embed' "
+                                 "to make one that fits")
             return cls(zarr.open_group(str(path), mode="r+"), meta)
+        found = check_store_path(path, source, overwrite)
+        if found and found != meta and not overwrite:
+            raise StoreConflictError(
+                f"{path} holds embeddings made for other data or another model ({_differences(found, meta)}). "
+                "Write these embeddings to another path, or replace the stored ones with overwrite=True "
+                "(--overwrite on the command line)")
         group = zarr.open_group(str(path), mode="a")
-        if dict(group.attrs).get("napari_sam") == meta and all(k in group for k in ("features", "limits", "digest")):
+        attrs = dict(group.attrs)
+        if attrs.get("napari_sam") == meta and all(k in group for k in ARRAYS):
+            if source is not None and attrs.get(SOURCE_ATTR) != source:
+                group.attrs.put({**attrs, SOURCE_ATTR: source})
             return cls(group, meta)
         # Clear the metadata first: if creation is interrupted, the next open starts afresh.
         group.attrs.put({})
@@ -124,7 +150,7 @@ class EmbeddingStore:
                            fill_value=0, overwrite=True)
         group.create_array("digest", shape=stack + (DIGEST_BYTES,), chunks=ones + (DIGEST_BYTES,),
                            dtype="uint8", fill_value=0, overwrite=True)
-        group.attrs.put({"napari_sam": meta})
+        group.attrs.put({"napari_sam": meta} if source is None else {"napari_sam": meta, SOURCE_ATTR: source})
         return cls(group, meta)
 
     def digest(self, plane: np.ndarray) -> np.ndarray:
@@ -143,6 +169,8 @@ class EmbeddingStore:
 
     def get(self, index: Index, digest: np.ndarray, device: torch.device | str = "cpu") -> Embedding | None:
         """The plane's stored embedding (float32 on ``device``), or None if absent or stale."""
+        import torch
+
         from .predictor import Embedding
 
         if not self.is_done(index, digest):
@@ -158,6 +186,8 @@ class EmbeddingStore:
 
     def put(self, index: Index, digest: np.ndarray, embedding: Embedding, limits: tuple[float, float]) -> None:
         """Write one plane; the digest goes last and marks it done."""
+        import torch
+
         features = embedding.features.detach().to("cpu", torch.float16).numpy()
         if features.shape[1:] != tuple(self.meta["feature_shape"]):
             raise ValueError(f"features of shape {features.shape} do not fit this store")
@@ -170,7 +200,55 @@ class EmbeddingStore:
         return int(self._features.nbytes_stored())
 
 
+def _differences(found: dict[str, Any], meta: dict[str, Any]) -> str:
+    differ = sorted(k for k in set(meta) | set(found) if meta.get(k) != found.get(k))
+    return ", ".join(f"{k}: store {found.get(k)!r}, here {meta.get(k)!r}" for k in differ[:3])
+
+
+def check_store_path(path: str | Path, source: str | None = None, overwrite: bool = False) -> dict[str, Any] | None:
+    """Check that a store may be written at ``path`` without destroying anything, and
+    return the metadata of the store there (None where there is none yet). Cheap: no model,
+    no torch.
+
+    Raises :class:`StoreConflictError` where ``path`` is a file, or a folder holding
+    anything but an embedding store (whatever ``overwrite`` says: such files are never
+    replaced), or a store recorded as made from another image than ``source`` (unless
+    ``overwrite``). A store with no recorded source (made through the Python API) is taken
+    to be this image's."""
+    local = Path(path).expanduser()
+    if not local.exists():  # nothing there yet, or not a local path (zarr handles URLs)
+        return None
+    if not local.is_dir():
+        raise StoreConflictError(f"{path} is a file, not an embedding store (a folder such as "
+                                 f"{local.with_suffix('.zarr').name}): choose another output path")
+    entries = {p.name for p in local.iterdir() if not p.name.endswith(".partial")}  # zarr's unfinished writes
+    if not entries:
+        return None
+    not_a_store = StoreConflictError(
+        f"{path} is a folder of other files, not a napari-sam embedding store; it is never written "
+        "into: choose another output path (a new folder, e.g. ending in .zarr)")
+    if not entries <= {"zarr.json", *ARRAYS}:
+        raise not_a_store
+    try:
+        group = _zarr().open_group(str(path), mode="r")
+        attrs = dict(group.attrs)
+        members = set(group.keys())
+    except Exception:  # noqa: BLE001 - whatever zarr makes of it, it is not one of our stores
+        raise not_a_store from None
+    if not set(attrs) <= {"napari_sam", SOURCE_ATTR} or not members <= set(ARRAYS):
+        raise not_a_store
+    recorded = attrs.get(SOURCE_ATTR)
+    if source is not None and recorded is not None and recorded != source and not overwrite:
+        raise StoreConflictError(
+            f"{path} holds the embeddings of another image, {recorded}, not of {source}. Write this image's "
+            "embeddings to another path, or take the store over for it with overwrite=True (--overwrite on "
+            "the command line; planes are then embedded again wherever their content differs)")
+    return attrs.get("napari_sam") or None
+
+
 def _meta(predictor: Predictor, layout: StackLayout) -> dict[str, Any]:
+    from .imaging import resized_shape
+
     img_size = int(predictor.model.img_size)
     pe = predictor.model.prompt_encoder
     c = int(pe.embed_dim)
@@ -208,14 +286,19 @@ class PlaneDone:
 
 def iter_embed_stack(
     predictor: Predictor, data: Any, path: str | Path, channel_axis: int | None = None,
-    rgb: bool = False, plane_axes: tuple[int, int] = (-2, -1),
+    rgb: bool = False, plane_axes: tuple[int, int] = (-2, -1), overwrite: bool = False,
+    source: str | None = None,
 ) -> Iterator[PlaneDone]:
     """Embed every plane of ``data`` into the store at ``path``, reusing stored planes.
 
     Reads one plane at a time; yields after each plane (stop iterating to cancel).
+    ``source`` names the input (e.g. its resolved path) so that a store made from another
+    image is refused; ``overwrite`` replaces what does not fit (see :meth:`EmbeddingStore.open`).
     """
+    from .imaging import intensity_limits, plane_of
+
     layout = StackLayout.of(data, channel_axis, rgb, plane_axes)
-    store = EmbeddingStore.open(path, predictor, layout)
+    store = EmbeddingStore.open(path, predictor, layout, overwrite=overwrite, source=source)
     total = layout.n_planes
     for done, index in enumerate(layout.indices(), start=1):
         start = time.perf_counter()
@@ -231,11 +314,12 @@ def iter_embed_stack(
 def embed_stack(
     predictor: Predictor, data: Any, path: str | Path, channel_axis: int | None = None,
     rgb: bool = False, plane_axes: tuple[int, int] = (-2, -1),
-    progress: Callable[[PlaneDone], None] | None = None,
+    progress: Callable[[PlaneDone], None] | None = None, overwrite: bool = False,
+    source: str | None = None,
 ) -> tuple[int, int]:
     """:func:`iter_embed_stack` for plain callers; returns (planes reused, total planes)."""
     hits = total = 0
-    for item in iter_embed_stack(predictor, data, path, channel_axis, rgb, plane_axes):
+    for item in iter_embed_stack(predictor, data, path, channel_axis, rgb, plane_axes, overwrite, source):
         hits += item.hit
         total = item.total
         if progress is not None:
@@ -258,6 +342,8 @@ def load_embedding(path: str | Path, index: Sequence[int] = ()) -> Embedding | N
 
     Does not check the plane's content: use :class:`EmbeddingStore` with a digest for that.
     """
+    import torch
+
     from .predictor import Embedding
 
     group, meta = open_store(path)
