@@ -9,6 +9,9 @@ append it to :data:`SUBCOMMANDS`.
 from __future__ import annotations
 
 import argparse
+import difflib
+import os
+import re
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -25,6 +28,59 @@ from .weights import WeightsError, cache_dir, checkpoint_status, download, downl
 # argparse has no public name for the object add_subparsers() returns.
 Subparsers = argparse._SubParsersAction
 Handler = Callable[[argparse.Namespace], int]
+
+
+# --------------------------------------------------------------------------- arguments and outputs
+#
+# Shared by the subcommands, and light: nothing here imports torch, so that a typo or an
+# unwritable output is reported in a fraction of a second, before any model work.
+
+CHECKPOINT_SUFFIXES = (".pth", ".pt", ".ckpt")
+DEVICE_NAMES = "auto, cpu, cuda, cuda:N (N = 0, 1, ...), mps"
+_DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse with usage errors on one line (``napari-sam segment: error: ...``), exit status 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def model_argument(value: str) -> str:
+    """argparse type of ``--model``: a registry name or alias, or an existing checkpoint file."""
+    if Path(value).expanduser().is_file():
+        return value
+    try:
+        get_spec(value)
+    except KeyError as exc:
+        if Path(value).suffix.lower() in CHECKPOINT_SUFFIXES or os.sep in value:
+            raise argparse.ArgumentTypeError(f"checkpoint file {value} not found") from None
+        names = [s.name for s in list_models()] + [a for s in list_models() for a in s.aliases]
+        close = difflib.get_close_matches(value.strip().lower(), names, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise argparse.ArgumentTypeError(f"{exc.args[0]}{hint}") from None
+    return value
+
+
+def device_argument(value: str) -> str:
+    """argparse type of ``--device``: auto, cpu, cuda, cuda:N or mps (any case)."""
+    key = value.strip().lower()
+    if not _DEVICE.match(key):
+        raise argparse.ArgumentTypeError(f"unknown device {value!r}; choose one of: {DEVICE_NAMES}")
+    return key
+
+
+def registry_spec(model: str, model_type: str | None = None) -> ModelSpec | None:
+    """The registry entry ``--model`` names (None for a checkpoint file), checked against
+    ``--model-type``; a ValueError says what contradicts what."""
+    if Path(model).expanduser().is_file():
+        return None
+    spec = get_spec(model)
+    if model_type is not None and model_type != spec.arch:
+        raise ValueError(f"model {spec.name!r} is a {spec.arch}; --model-type {model_type} contradicts it "
+                         "(--model-type is for checkpoint files)")
+    return spec
 
 
 # --------------------------------------------------------------------------- progress bar
@@ -201,7 +257,7 @@ SUBCOMMANDS: list[Callable[[Subparsers], None]] = [add_models_command, add_downl
 
 def build_parser() -> argparse.ArgumentParser:
     """The top-level parser with every subcommand in :data:`SUBCOMMANDS`."""
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="napari-sam",
         description="Segment Anything for microscopy: manage models and run segmentation.",
     )
@@ -215,7 +271,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help, --version, or a usage error already printed
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
     handler: Handler | None = getattr(args, "handler", None)
     if handler is None:
         parser.print_help(sys.stderr)

@@ -12,6 +12,8 @@ from .registry import DEFAULT_MODEL
 
 def add_embed_command(subparsers: argparse._SubParsersAction) -> None:
     """``napari-sam embed INPUT -o STORE.zarr``: precompute a stack's embeddings on disk."""
+    from .cli import device_argument, model_argument
+
     parser = subparsers.add_parser(
         "embed",
         help="precompute the embeddings of every plane of a stack into a zarr store",
@@ -21,11 +23,12 @@ def add_embed_command(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("input", metavar="INPUT", help="image stack: .tif/.tiff, .npy, or a zarr array")
     parser.add_argument("-o", "--output", required=True, metavar="STORE.zarr", help="the embedding store")
-    parser.add_argument("--model", default=DEFAULT_MODEL, help=f"model name (default {DEFAULT_MODEL})")
+    parser.add_argument("--model", default=DEFAULT_MODEL, type=model_argument,
+                        help=f"registry name or checkpoint path (default {DEFAULT_MODEL})")
     parser.add_argument("--channel-axis", type=int, default=None, metavar="N",
                         help="axis holding 1-3 channels to use as colours")
     parser.add_argument("--rgb", action="store_true", help="the last axis holds RGB(A) colours")
-    parser.add_argument("--device", default="auto", help="cpu, cuda, mps or auto (default)")
+    parser.add_argument("--device", default="auto", type=device_argument, help="auto (default), cpu, cuda, cuda:N or mps")
     parser.set_defaults(handler=run_embed)
 
 

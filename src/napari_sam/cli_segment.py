@@ -19,6 +19,9 @@ _PARAM_OPTIONS = {
 
 
 def add_segment_command(subparsers: argparse._SubParsersAction) -> None:
+    from .cli import device_argument, model_argument
+    from .registry import ARCHITECTURES
+
     p = subparsers.add_parser(
         "segment",
         help="segment everything in images (TIFF, OME-TIFF, zarr, .npy, or a folder of them)",
@@ -27,9 +30,11 @@ def add_segment_command(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("input", help="image file or folder")
     p.add_argument("-o", "--output", required=True, help="label TIFF, or a folder for folder inputs")
-    p.add_argument("--model", default=DEFAULT_MODEL, help=f"registry name or checkpoint path (default {DEFAULT_MODEL})")
-    p.add_argument("--model-type", default=None, help="architecture of a checkpoint path (vit_b, vit_t, ...)")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    p.add_argument("--model", default=DEFAULT_MODEL, type=model_argument,
+                   help=f"registry name or checkpoint path (default {DEFAULT_MODEL})")
+    p.add_argument("--model-type", default=None, choices=ARCHITECTURES,
+                   help="architecture of a checkpoint path (vit_b, vit_t, ...)")
+    p.add_argument("--device", default="auto", type=device_argument, help="auto, cpu, cuda, cuda:N or mps")
     p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
     p.add_argument("--method", choices=["auto", "boxes", "grid"],
                    help="boxes: detector boxes refined by SAM (default for box-trained models); grid: SAM's point grid")
