@@ -215,6 +215,20 @@ def test_cli_reports_bad_input(tmp_path, capsys):
     assert "expected .tif" in capsys.readouterr().err
 
 
+def test_cli_explains_a_folder_given_as_input(tmp_path, capsys):
+    folder = tmp_path / "images"
+    folder.mkdir()
+    assert main(["embed", str(folder), "-o", str(tmp_path / "o.zarr")]) == 2
+    err = capsys.readouterr().err
+    assert "is a folder, not an image stack" in err and "a zarr array" in err and "no image file" in err
+    tifffile.imwrite(folder / "cells.tif", np.zeros((2, 16, 16), np.uint16))
+    assert main(["embed", str(folder), "-o", str(tmp_path / "o.zarr")]) == 2
+    err = capsys.readouterr().err
+    assert "is a folder, not an image stack" in err and "napari-sam embed" in err and "cells.tif" in err
+    assert "Traceback" not in err and "StorePath" not in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "o.zarr").exists()
+
+
 def test_store_files_get_the_permissions_of_any_new_file(tmp_path, stack):
     import os
     import stat

@@ -32,6 +32,20 @@ def add_embed_command(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(handler=run_embed)
 
 
+ZARR_MARKERS = ("zarr.json", ".zarray", ".zgroup")
+STACK_SUFFIXES = (".tif", ".tiff", ".npy", ".zarr")
+
+
+def _store_name(source: Path) -> Path:
+    """Where the store of ``source`` goes by default: ``stack_embeddings.zarr`` next to it."""
+    name = source.name
+    for suffix in (".ome.tiff", ".ome.tif", *STACK_SUFFIXES):
+        if name.lower().endswith(suffix):
+            name = name[: -len(suffix)]
+            break
+    return source.parent / f"{name}_embeddings.zarr"
+
+
 def open_stack(path: str | Path) -> object:
     """An array-like over a stack file that reads planes on demand where the format allows."""
     path = Path(path)
@@ -51,10 +65,20 @@ def open_stack(path: str | Path) -> object:
             import zarr
 
             return zarr.open(tifffile.imread(path, aszarr=True), mode="r")  # one tile/strip at a time
+    if path.is_dir() and not any((path / marker).exists() for marker in ZARR_MARKERS):
+        images = sorted(p.name for p in path.iterdir() if p.name.lower().endswith(STACK_SUFFIXES))
+        what = (f"It holds {len(images)} image file(s): embed each on its own, e.g. napari-sam embed "
+                f"{path / images[0]} -o {_store_name(path / images[0])}" if images else "It holds no image file.")
+        raise ValueError(f"{path} is a folder, not an image stack: embed takes one stack, a .tif/.tiff or .npy "
+                         f"file or a zarr array (a folder with a zarr.json or .zarray file). {what}")
     if name.endswith(".zarr") or path.is_dir():
         import zarr
 
-        node = zarr.open(str(path), mode="r")
+        try:
+            node = zarr.open(str(path), mode="r")
+        except Exception as exc:  # noqa: BLE001 - zarr's errors name its internals, not the user's mistake
+            raise ValueError(f"cannot read {path} as a zarr array ({type(exc).__name__}: {exc}); embed takes "
+                             "a .tif/.tiff or .npy file or a zarr array") from exc
         if hasattr(node, "shape"):
             return node
         arrays = [name for name, _ in node.arrays()]
