@@ -1,7 +1,11 @@
-"""The command line refuses what it cannot do well before any model work: typos in --model
-or --device. Each refusal is one line, exit status 2, nothing written, no model loaded."""
+"""The command line refuses what it cannot do well before any model work: outputs that would
+land on an input, unwritable outputs, typos in --model or --device, a folder given to
+`embed`, the point grid with a box-only model. Each refusal is one line, exit status 2,
+nothing written, no model loaded."""
 
 from __future__ import annotations
+
+import os
 
 import numpy as np
 import pytest
@@ -52,6 +56,110 @@ def refused(capsys, argv, *needles):
     return err
 
 
+# --------------------------------------------------------------------------- outputs that are inputs
+
+
+def test_segment_never_writes_over_its_input_file(images, model_loads, capsys):
+    before = contents(images)
+    same = str(images / "a.tif")
+    refused(capsys, ["segment", same, "-o", same, "--overwrite"], "is the input", "a_labels.tif")
+    # The same file by another name: a folder output that would put a.tif in place of a.tif.
+    refused(capsys, ["segment", same, "-o", str(images), "--overwrite"], "is the input")
+    refused(capsys, ["segment", same, "-o", str(images / ".." / "imgs" / "a.tif")], "is the input")
+    assert contents(images) == before and model_loads == []
+
+
+def test_segment_never_writes_over_a_hard_link_or_symlink_to_its_input(images, tmp_path, model_loads, capsys):
+    os.link(images / "a.tif", tmp_path / "hard.tif")
+    (tmp_path / "soft.tif").symlink_to(images / "a.tif")
+    before = contents(images)
+    for name in ("hard.tif", "soft.tif"):
+        refused(capsys, ["segment", str(images / "a.tif"), "-o", str(tmp_path / name), "--overwrite"], "is the input")
+    assert contents(images) == before and model_loads == []
+
+
+@pytest.mark.parametrize("overwrite", [[], ["--overwrite"]])
+def test_segment_refuses_the_input_folder_as_output_folder(images, tmp_path, model_loads, capsys, overwrite):
+    before = contents(images)
+    (tmp_path / "link").symlink_to(images)
+    for output in (images, f"{images}/.", tmp_path / "link"):
+        refused(capsys, ["segment", str(images), "-o", str(output), *overwrite], "is the input folder", "imgs_labels")
+    assert contents(images) == before and model_loads == []
+
+
+def test_segment_writes_nothing_into_an_input_zarr(tmp_path, model_loads, capsys):
+    import zarr
+
+    store = tmp_path / "cells.zarr"
+    zarr.create_array(str(store), shape=(32, 32), dtype="uint16", fill_value=1)
+    before = sorted(p.name for p in store.rglob("*"))
+    refused(capsys, ["segment", str(store), "-o", str(store)], "inside the input")
+    assert sorted(p.name for p in store.rglob("*")) == before and model_loads == []
+
+
+def test_segment_refuses_two_inputs_with_one_output(images, tmp_path, model_loads, capsys):
+    np.save(images / "a.npy", np.zeros((16, 16), np.uint16))
+    refused(capsys, ["segment", str(images), "-o", str(tmp_path / "out")], "a.npy", "a.tif", "both")
+    assert not (tmp_path / "out").exists() and model_loads == []
+
+
+def test_library_jobs_never_write_over_their_input(images):
+    from napari_sam.automatic import AutoParams
+    from napari_sam.batch import Job, run_job, run_jobs_distributed
+
+    before = contents(images)
+    same = Job(images / "a.tif", images / "a.tif")
+    result = run_job(None, same, AutoParams(), overwrite=True)
+    assert result.status == "failed" and "over the input" in result.error
+    with pytest.raises(ValueError, match="is the input"):  # before a cluster is started
+        run_jobs_distributed([same], AutoParams(), "lite_medsam", "local")
+    assert contents(images) == before
+
+
+def test_embed_never_writes_over_into_or_around_its_input(tmp_path, model_loads, capsys):
+    import zarr
+
+    stack = tmp_path / "data" / "stack.npy"
+    stack.parent.mkdir()
+    np.save(stack, np.zeros((2, 32, 32), np.uint16))
+    array = tmp_path / "data" / "stack.zarr"
+    zarr.create_array(str(array), shape=(2, 32, 32), dtype="uint16", fill_value=1)
+    before = sorted((p.name, p.stat().st_mtime_ns) for p in (tmp_path / "data").rglob("*"))
+    refused(capsys, ["embed", str(stack), "-o", str(stack)], "is the input", "stack_embeddings.zarr")
+    refused(capsys, ["embed", str(array), "-o", str(array), "--overwrite"], "is the input")
+    refused(capsys, ["embed", str(array), "-o", str(array / "emb")], "inside the input")
+    refused(capsys, ["embed", str(stack), "-o", str(stack.parent)], "contains the input")
+    assert sorted((p.name, p.stat().st_mtime_ns) for p in (tmp_path / "data").rglob("*")) == before
+    assert model_loads == []
+
+
+# --------------------------------------------------------------------------- unwritable outputs
+
+
+def test_unwritable_output_fails_before_the_model_is_loaded(images, tmp_path, model_loads, capsys):
+    # As root, chmod does not stop writes; a path under a regular file cannot be written by anyone.
+    (tmp_path / "afile.txt").write_text("not a folder")
+    blocked = tmp_path / "afile.txt" / "out"
+    refused(capsys, ["segment", str(images), "-o", str(blocked)], "cannot write", "afile.txt is a file")
+    refused(capsys, ["segment", str(images / "a.tif"), "-o", str(blocked / "a.tif")], "cannot write")
+    np.save(tmp_path / "stack.npy", np.zeros((2, 32, 32), np.uint16))
+    refused(capsys, ["embed", str(tmp_path / "stack.npy"), "-o", str(blocked / "s.zarr")], "cannot write")
+    assert model_loads == []
+    assert (tmp_path / "afile.txt").read_text() == "not a folder"
+
+
+def test_writability_check_leaves_nothing_behind(tmp_path):
+    from napari_sam.batch import OutputError, check_writable_folder
+
+    check_writable_folder(tmp_path / "new" / "deeper")  # proven in tmp_path, where it would be made
+    assert list(tmp_path.iterdir()) == []
+    check_writable_folder(tmp_path)
+    assert list(tmp_path.iterdir()) == []
+    (tmp_path / "f").write_text("x")
+    with pytest.raises(OutputError, match="is a file, not a folder"):
+        check_writable_folder(tmp_path / "f" / "out")
+
+
 # --------------------------------------------------------------------------- typos in options
 
 
@@ -75,8 +183,25 @@ def test_device_typo_is_one_line_naming_the_devices(images, tmp_path, model_load
     assert model_loads == []
 
 
+def test_model_type_is_checked(images, tmp_path, model_loads, capsys):
+    out = str(tmp_path / "o.tif")
+    refused(capsys, ["segment", str(images / "a.tif"), "-o", out, "--model-type", "vit_q"], "vit_b", "lite_medsam")
+    refused(capsys, ["segment", str(images / "a.tif"), "-o", out, "--model-type", "vit_b"],
+            "'lite_medsam' is a lite_medsam", "contradicts")
+    assert model_loads == []
+
+
 def test_valid_spellings_are_accepted():
     args = cli.build_parser().parse_args(["segment", "x.tif", "-o", "y.tif", "--model", "LiteMedSAM",
                                           "--device", "CUDA:1"])
     assert args.device == "cuda:1" and args.model == "LiteMedSAM"
     assert cli.build_parser().parse_args(["embed", "x.tif", "-o", "y.zarr"]).device == "auto"
+
+
+# --------------------------------------------------------------------------- method and model
+
+
+def test_grid_with_a_box_only_model_is_refused_at_once(images, tmp_path, model_loads, capsys):
+    refused(capsys, ["segment", str(images), "-o", str(tmp_path / "out"), "--method", "grid"],
+            "trained on boxes", "'boxes'", "'auto'")
+    assert model_loads == [] and not (tmp_path / "out").exists()

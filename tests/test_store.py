@@ -229,6 +229,42 @@ def test_cli_explains_a_folder_given_as_input(tmp_path, capsys):
     assert not (tmp_path / "o.zarr").exists()
 
 
+@pytest.fixture
+def cli_model(lite_medsam, monkeypatch):
+    """`napari-sam embed` with the session's LiteMedSAM instead of loading it again."""
+    import napari_sam.loading
+
+    loads = []
+    monkeypatch.setattr(napari_sam.loading, "load_model", lambda *a, **k: loads.append(1) or lite_medsam)
+    return loads
+
+
+def test_cli_refuses_to_embed_another_image_into_a_store(tmp_path, cli_model, capsys):
+    rng = np.random.default_rng(3)
+    for name in ("a.npy", "b.npy"):
+        np.save(tmp_path / name, rng.integers(0, 255, (2, 32, 32), dtype=np.uint8))
+    out = str(tmp_path / "s.zarr")
+    assert main(["embed", str(tmp_path / "a.npy"), "-o", out, "--device", "cpu"]) == 0
+    capsys.readouterr()
+    cli_model.clear()
+    stored = {p: p.read_bytes() for p in (tmp_path / "s.zarr").rglob("*") if p.is_file()}
+    assert main(["embed", str(tmp_path / "b.npy"), "-o", out, "--device", "cpu"]) == 2
+    err = capsys.readouterr().err
+    assert "holds the embeddings of another image" in err and "a.npy" in err and "--overwrite" in err
+    assert cli_model == []  # refused before the model was loaded
+    assert {p: p.read_bytes() for p in (tmp_path / "s.zarr").rglob("*") if p.is_file()} == stored
+    # Another shape of the same file is caught once the model says what the store would hold.
+    np.save(tmp_path / "a.npy", rng.integers(0, 255, (3, 32, 32), dtype=np.uint8))
+    assert main(["embed", str(tmp_path / "a.npy"), "-o", out, "--device", "cpu"]) == 2
+    err = capsys.readouterr().err
+    assert "other data or another model" in err and "--overwrite" in err
+    assert {p: p.read_bytes() for p in (tmp_path / "s.zarr").rglob("*") if p.is_file()} == stored
+    assert main(["embed", str(tmp_path / "b.npy"), "-o", out, "--device", "cpu", "--overwrite"]) == 0
+    assert "cache hit: 0/2 planes" in capsys.readouterr().out
+    assert main(["embed", str(tmp_path / "b.npy"), "-o", out, "--device", "cpu"]) == 0
+    assert "cache hit: 2/2 planes" in capsys.readouterr().out
+
+
 def test_store_files_get_the_permissions_of_any_new_file(tmp_path, stack):
     import os
     import stat

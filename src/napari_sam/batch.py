@@ -2,11 +2,14 @@
 
 The CLI's ``segment`` command is a thin layer over :func:`plan_jobs` and :func:`run_jobs`.
 Each output is written to a temporary file and renamed, so an interrupted run leaves no
-half-written labels and a rerun skips what is finished.
+half-written labels and a rerun skips what is finished. No output may land on an input:
+:func:`plan_jobs` refuses such a plan, and :func:`run_job` such a job. Planning imports no
+torch (the model code is imported when a job runs), so that path errors come at once.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import tempfile
 import traceback
@@ -15,12 +18,14 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .automatic import AutoParams, run_with_progress, segment_everything
-from .automatic_volume import Seed, assemble_steps, carry_seed, checked_volume, plan_seeds, segment_volume
-from .propagation import Piece
+if TYPE_CHECKING:  # imported where used: they pull in torch
+    from .automatic import AutoParams
+    from .automatic_volume import Seed
+    from .propagation import Piece
 
 IMAGE_SUFFIXES = (".tif", ".tiff", ".zarr", ".npy")
 
@@ -46,7 +51,10 @@ def is_image_path(path: Path) -> bool:
 
 
 def plan_jobs(source: str | Path, output: str | Path) -> list[Job]:
-    """Jobs for a file (output: a .tif path) or a folder (output: a folder)."""
+    """Jobs for a file (output: a .tif path) or a folder (output: a folder).
+
+    Raises ValueError, before anything is read or written, for a plan that would write
+    over an input (see :func:`check_jobs`) or an output folder that is the input folder."""
     source, output = Path(source), Path(output)
     if not source.exists():
         raise FileNotFoundError(f"input not found: {source}")
@@ -56,12 +64,108 @@ def plan_jobs(source: str | Path, output: str | Path) -> list[Job]:
             raise ValueError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in folder {source}")
         if output.suffix.lower() in (".tif", ".tiff"):
             raise ValueError(f"input {source} is a folder: the output must be a folder, not {output.name}")
-        return [Job(f, output / (_stem(f) + ".tif")) for f in files]
-    if not is_image_path(source):
-        raise ValueError(f"unsupported input {source.name}: expected one of {', '.join(IMAGE_SUFFIXES)} or a folder")
-    if output.suffix.lower() not in (".tif", ".tiff"):
-        output = output / (_stem(source) + ".tif")
-    return [Job(source, output)]
+        if same_path(output, source):
+            raise ValueError(
+                f"the output folder {output} is the input folder: the labels would be written among the "
+                f"images, over those named *.tif, and read as images by the next run. Choose another output "
+                f"folder, e.g. -o {_suggest(source)}")
+        jobs = [Job(f, output / (_stem(f) + ".tif")) for f in files]
+    else:
+        if not is_image_path(source):
+            raise ValueError(f"unsupported input {source.name}: expected one of {', '.join(IMAGE_SUFFIXES)} "
+                             "or a folder")
+        if output.suffix.lower() not in (".tif", ".tiff"):
+            output = output / (_stem(source) + ".tif")
+        jobs = [Job(source, output)]
+    check_jobs(jobs)
+    return jobs
+
+
+def check_jobs(jobs: Sequence[Job]) -> None:
+    """Raise ValueError if an output would land on an input (the same file, or inside an
+    input .zarr folder) or two inputs would be written to the same output."""
+    _identities = functools.lru_cache(maxsize=None)(_path_identities)  # the output folder: once, not per job
+    inputs: dict[tuple, Path] = {}
+    folders: dict[tuple, Path] = {}  # inputs that are folders (.zarr): nothing may be written inside them
+    for job in jobs:
+        inputs.update(dict.fromkeys(_identities(str(job.source)), job.source))
+        if job.source.is_dir():
+            folders.update(dict.fromkeys(_identities(str(job.source)), job.source))
+    written: dict[tuple, Path] = {}
+    for job in jobs:
+        target = job.target.expanduser().absolute()
+        for place in (target, *target.parents):
+            within = inputs if place == target else folders
+            source = next((within[key] for key in _identities(str(place)) if key in within), None)
+            if source is not None:
+                what = "is the input" if place == target else "would be written inside the input"
+                raise ValueError(
+                    f"the output {job.target} {what} {source}: labels are never written over or into an image. "
+                    f"Choose another output, e.g. -o {_suggest(source)}")
+        for key in _identities(str(target)):
+            if key in written:
+                raise ValueError(f"{written[key].name} and {job.source.name} would both be written to "
+                                 f"{job.target}: rename one of them, or segment them into separate folders")
+            written[key] = job.source
+
+
+def _path_identities(path: str) -> tuple[tuple, ...]:
+    """What names a file or folder: its resolved path and, where it exists, its inode."""
+    p = Path(path).expanduser()
+    keys: list[tuple] = [("path", os.path.normcase(str(p.resolve())))]
+    try:
+        st = p.stat()
+        keys.append(("inode", st.st_dev, st.st_ino))
+    except OSError:
+        pass
+    return tuple(keys)
+
+
+def _suggest(source: Path) -> Path:
+    """A place for the labels of ``source`` next to it: ``cells_labels`` or ``cells_labels.tif``."""
+    if source.is_dir() and source.suffix.lower() != ".zarr":
+        return source.parent / f"{source.name}_labels"
+    return source.parent / f"{_stem(source)}_labels.tif"
+
+
+def same_path(a: str | Path, b: str | Path) -> bool:
+    """True if ``a`` and ``b`` name the same file or folder: the same resolved path, or the
+    same inode where both exist (hard links, case-insensitive file systems)."""
+    return bool(set(_path_identities(str(a))) & set(_path_identities(str(b))))
+
+
+def path_within(inner: str | Path, outer: str | Path) -> bool:
+    """True if ``inner`` is ``outer`` or lies anywhere inside it."""
+    outer_keys = set(_path_identities(str(outer)))
+    inner = Path(inner).expanduser().absolute()
+    return any(outer_keys & set(_path_identities(str(p))) for p in (inner, *inner.parents))
+
+
+def paths_overlap(a: str | Path, b: str | Path) -> bool:
+    """True if ``a`` and ``b`` are the same file or folder, or one lies inside the other."""
+    return path_within(a, b) or path_within(b, a)
+
+
+class OutputError(OSError):
+    """An output that cannot be written; the message names it and says why."""
+
+
+def check_writable_folder(folder: str | Path) -> None:
+    """Prove that files can be created in ``folder`` or, where it does not exist yet, in the
+    nearest folder above it that does (where it would be made), by creating and removing an
+    empty file there. Leaves nothing behind; raises :class:`OutputError` otherwise."""
+    folder = Path(folder).expanduser().absolute()
+    there = folder
+    while not there.exists() and there != there.parent:
+        there = there.parent
+    if not there.is_dir():
+        raise OutputError(f"cannot write to {folder}: {there} is a file, not a folder")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".napari-sam-write-test.", dir=there)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise OutputError(f"cannot write to {folder}: {exc.strerror or exc} (in {there})") from exc
 
 
 def _stem(path: Path) -> str:
@@ -96,6 +200,9 @@ def is_plane(image: np.ndarray) -> bool:
 def segment_array(predictor, image: np.ndarray, params: AutoParams,
                   progress: Callable[[int, int], None] | None = None) -> np.ndarray:
     """2D planes (H, W) / RGB (H, W, 3|4) -> 2D labels; stacks (Z, H, W) -> 3D labels."""
+    from .automatic import segment_everything
+    from .automatic_volume import segment_volume
+
     if is_plane(image):
         return segment_everything(predictor, image, params, progress)
     if image.ndim == 3:
@@ -127,7 +234,10 @@ def write_labels(path: Path, labels: np.ndarray) -> None:
 def run_job(predictor, job: Job, params: AutoParams, overwrite: bool = False,
             progress: Callable[[int, int], None] | None = None, segment: Callable = segment_array) -> Result:
     """Segment one file with ``segment(predictor, image, params, progress)``; failures are
-    returned, not raised, so a batch carries on."""
+    returned, not raised, so a batch carries on. A job whose output is its input fails
+    without touching it."""
+    if paths_overlap(job.target, job.source):
+        return Result(job, "failed", error=f"ValueError: refusing to write the labels over the input {job.source}")
     if job.target.exists() and not overwrite:
         return Result(job, "skipped")
     try:
@@ -215,6 +325,9 @@ def _segment_spread(predictor, image: np.ndarray, params: AutoParams, progress=N
         return segment_array(predictor, image, params, progress)
     from distributed import worker_client
 
+    from .automatic import run_with_progress
+    from .automatic_volume import assemble_steps, checked_volume, plan_seeds
+
     volume = checked_volume(image)
     planned = plan_seeds(volume, params)
     todo = [i for i, seed in enumerate(planned) if seed.box is not None]
@@ -228,6 +341,8 @@ def _segment_spread(predictor, image: np.ndarray, params: AutoParams, progress=N
 
 
 def _carry_on_worker(volume: np.ndarray, group: list[Seed], key: tuple) -> list[Piece]:
+    from .automatic_volume import carry_seed
+
     predictor = _worker_predictor(key)
     return [carry_seed(predictor, volume, seed) for seed in group]
 
@@ -239,7 +354,9 @@ def run_jobs_distributed(
 ) -> list[Result]:
     """Run jobs on dask.distributed: ``scheduler="local"`` starts a LocalCluster of
     ``workers`` single-threaded processes, anything else is a scheduler address. Files run
-    as tasks, and so do groups of a stack's seeds (see :func:`_segment_spread`)."""
+    as tasks, and so do groups of a stack's seeds (see :func:`_segment_spread`). Jobs are
+    checked as :func:`plan_jobs` checks them: none may write over an input."""
+    check_jobs(jobs)
     try:
         from distributed import Client, LocalCluster, as_completed
     except ImportError as exc:

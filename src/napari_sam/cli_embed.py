@@ -19,7 +19,8 @@ def add_embed_command(subparsers: argparse._SubParsersAction) -> None:
         help="precompute the embeddings of every plane of a stack into a zarr store",
         description="Embed every 2D plane of INPUT (TIFF, .npy or a zarr array) into STORE.zarr, one "
         "plane at a time. Planes already in the store with the same content, model and "
-        "preprocessing are reused, so a second run only checks them.",
+        "preprocessing are reused, so a second run only checks them. A store made from another image, "
+        "model or preprocessing is left alone unless --overwrite is given.",
     )
     parser.add_argument("input", metavar="INPUT", help="image stack: .tif/.tiff, .npy, or a zarr array")
     parser.add_argument("-o", "--output", required=True, metavar="STORE.zarr", help="the embedding store")
@@ -29,6 +30,8 @@ def add_embed_command(subparsers: argparse._SubParsersAction) -> None:
                         help="axis holding 1-3 channels to use as colours")
     parser.add_argument("--rgb", action="store_true", help="the last axis holds RGB(A) colours")
     parser.add_argument("--device", default="auto", type=device_argument, help="auto (default), cpu, cuda, cuda:N or mps")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace a store made from another image, model or preprocessing (otherwise refused)")
     parser.set_defaults(handler=run_embed)
 
 
@@ -44,6 +47,23 @@ def _store_name(source: Path) -> Path:
             name = name[: -len(suffix)]
             break
     return source.parent / f"{name}_embeddings.zarr"
+
+
+def check_output(source: str | Path, output: str | Path, overwrite: bool = False) -> None:
+    """Everything about ``output`` that can be checked before a model is loaded: it is not
+    the input (nor inside it, nor around it), it holds nothing but a store that may be
+    written to (see :func:`napari_sam.store.check_store_path`), and files can be created
+    there. Raises ValueError or OSError with what to do; writes nothing."""
+    from .batch import check_writable_folder, path_within, same_path
+    from .store import check_store_path
+
+    relation = ("is the input" if same_path(output, source) else "lies inside the input" if path_within(output, source)
+                else "contains the input" if path_within(source, output) else "")
+    if relation:
+        raise ValueError(f"the output {output} {relation} {source}: the embeddings must never be written over, "
+                         f"into or around the image. Choose another output, e.g. -o {_store_name(Path(source))}")
+    check_store_path(output, str(Path(source).expanduser().resolve()), overwrite)
+    check_writable_folder(output)
 
 
 def open_stack(path: str | Path) -> object:
@@ -110,6 +130,13 @@ class PlaneProgress:
 
 
 def run_embed(args: argparse.Namespace) -> int:
+    # The input and the output are checked before torch is imported or the model loaded.
+    try:
+        data = open_stack(args.input)
+        check_output(args.input, args.output, args.overwrite)
+    except (OSError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     from .errors import NotEnoughMemoryError
     from .loading import load_model
     from .predictor import Predictor
@@ -117,14 +144,15 @@ def run_embed(args: argparse.Namespace) -> int:
     from .weights import WeightsError
 
     try:
-        data = open_stack(args.input)
         predictor = Predictor(load_model(args.model, device=args.device))
     except (OSError, ValueError, KeyError, WeightsError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     progress = PlaneProgress("embed")
+    source = str(Path(args.input).expanduser().resolve())
     try:
-        hits, total = embed_stack(predictor, data, args.output, args.channel_axis, args.rgb, progress=progress)
+        hits, total = embed_stack(predictor, data, args.output, args.channel_axis, args.rgb, progress=progress,
+                                  overwrite=args.overwrite, source=source)
     except NotEnoughMemoryError as exc:
         progress.bar.finish()
         print(f"error: {exc} Planes written so far are kept.", file=sys.stderr)

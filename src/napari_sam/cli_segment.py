@@ -26,7 +26,8 @@ def add_segment_command(subparsers: argparse._SubParsersAction) -> None:
         "segment",
         help="segment everything in images (TIFF, OME-TIFF, zarr, .npy, or a folder of them)",
         description="Automatic instance segmentation. INPUT is an image file or a folder; OUTPUT a label "
-        "TIFF (uint16, or uint32 when needed) or a folder of them. Finished outputs are skipped on a rerun.",
+        "TIFF (uint16, or uint32 when needed) or a folder of them. Finished outputs are skipped on a rerun; "
+        "an output that is an input, or an output folder that is the input folder, is refused.",
     )
     p.add_argument("input", help="image file or folder")
     p.add_argument("-o", "--output", required=True, help="label TIFF, or a folder for folder inputs")
@@ -62,14 +63,29 @@ def params_from_args(args: argparse.Namespace):
 
 
 def run_segment(args: argparse.Namespace) -> int:
-    from .batch import iter_summary, plan_jobs, run_jobs, run_jobs_distributed
+    # Everything that can be wrong with the arguments is found before torch is imported,
+    # the model loaded or an image read: at once, and with nothing written.
+    from .batch import check_writable_folder, iter_summary, plan_jobs
+    from .cli import registry_spec
 
     try:
         jobs = plan_jobs(args.input, args.output)
-    except (FileNotFoundError, ValueError) as exc:
+        spec = registry_spec(args.model, args.model_type)
+        for folder in dict.fromkeys(job.target.parent for job in jobs):
+            check_writable_folder(folder)
+    except (OSError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    params = params_from_args(args)
+    from .automatic import check_method
+    from .batch import run_jobs, run_jobs_distributed
+
+    try:
+        params = params_from_args(args)
+        if spec is not None:
+            check_method(params.method, spec.box_only, spec.name)
+    except (TypeError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     start = time.monotonic()
     total = len(jobs)
     done = [0]
@@ -87,10 +103,16 @@ def run_segment(args: argparse.Namespace) -> int:
             device=args.device if args.device != "auto" else "cpu",
             precision=args.precision, overwrite=args.overwrite, on_result=on_result)
     else:
-        from . import Predictor, load_model
+        from .loading import load_model
+        from .predictor import Predictor
 
         predictor = Predictor(load_model(args.model, model_type=args.model_type, device=args.device,
                                          precision=args.precision))
+        try:  # a checkpoint file's model is known only now
+            params.resolve(predictor)
+        except ValueError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
         print(f"model {predictor.model_name} on {predictor.device}; {total} file(s)", file=sys.stderr)
         results = run_jobs(predictor, jobs, params, args.overwrite, on_result,
                            progress=_plane_progress if total == 1 else None)
