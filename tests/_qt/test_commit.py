@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from napari.layers import Image, Labels
 
-from napari_sam._qt.commit import commit_mask, next_free_id
+from napari_sam._qt.commit import CommitRefused, commit_mask, labels_dtype, next_free_id
 from napari_sam._qt.planes import PlaneView
 
 
@@ -37,7 +37,9 @@ def test_commit_nothing_free_overwrite_and_errors():
     view = stack_view()
     labels = Labels(np.ones(view.shape, dtype=np.uint8))
     mask = np.ones((6, 7), bool)
-    assert commit_mask(labels, mask, view, (0,)) is None  # every pixel is taken
+    with pytest.raises(CommitRefused, match="0% of the mask is free"):
+        commit_mask(labels, mask, view, (0,))  # every pixel is taken
+    assert (labels.data == 1).all()
     assert commit_mask(labels, mask, view, (0,), overwrite=True) == 2
     assert (labels.data[0] == 2).all() and (labels.data[1] == 1).all()
     full = Labels(np.full(view.shape, 255, dtype=np.uint8))
@@ -45,3 +47,26 @@ def test_commit_nothing_free_overwrite_and_errors():
         commit_mask(full, mask, view, (0,), overwrite=True)
     with pytest.raises(ValueError, match="shape"):
         commit_mask(Labels(np.zeros((6, 7), np.int32)), mask, view, (0,))
+
+
+def test_slivers_empty_masks_and_no_object_candidates_are_refused():
+    view = PlaneView.from_layer(Image(np.zeros((6, 7))), (0, 1))
+    labels = Labels(np.zeros(view.shape, dtype=np.uint16))
+    labels.data[1:6, 1:6] = 3
+    over = np.ones((6, 7), bool)  # a box drawn over object 3: only its ring would be free
+    with pytest.raises(CommitRefused, match=r"only 40% of the mask is free"):
+        commit_mask(labels, over, view, ())
+    with pytest.raises(CommitRefused, match="empty"):
+        commit_mask(labels, np.zeros((6, 7), bool), view, ())
+    blob = np.zeros((6, 7), bool)
+    blob[0, 0:3] = True
+    with pytest.raises(CommitRefused, match="scores 0.01"):
+        commit_mask(labels, blob, view, (), score=0.01)
+    assert labels.data.max() == 3 and (labels.data == 3).sum() == 25  # nothing was written
+    assert commit_mask(labels, blob, view, (), score=0.9) == 4
+    assert commit_mask(labels, over, view, (), overwrite=True) == 5
+
+
+def test_output_labels_are_as_small_as_the_image_allows():
+    assert labels_dtype(np.uint8) == labels_dtype(np.uint16) == labels_dtype(bool) == np.uint16
+    assert labels_dtype(np.float32) == labels_dtype(np.int32) == labels_dtype(np.float64) == np.uint32

@@ -1,4 +1,9 @@
-"""Write a chosen mask into the output Labels layer as one undoable step."""
+"""Write a chosen mask into the output Labels layer as one undoable step.
+
+A commit that would add a sliver (a mask that mostly lies on existing objects), an empty
+mask or a candidate the model itself scores as no object is refused with the reason, so
+no silent wrong object enters the user's labels.
+"""
 
 from __future__ import annotations
 
@@ -17,25 +22,41 @@ def next_free_id(labels: Any) -> int:
     return int(np.asarray(top)) + 1  # np.asarray computes a lazy (dask) maximum
 
 
-def commit_mask(labels: Any, mask: np.ndarray, view: PlaneView, index: Index, overwrite: bool = False) -> int | None:
+MIN_SCORE = 0.25  # predicted IoU below this: the model says there is no object here
+MIN_FREE = 0.5  # a commit must add at least this part of its mask
+
+
+class CommitRefused(ValueError):
+    """Nothing was committed; the message says why and what to do."""
+
+
+def commit_mask(labels: Any, mask: np.ndarray, view: PlaneView, index: Index, overwrite: bool = False,
+                score: float | None = None) -> int:
     """Paint ``mask`` (plane pixels) on plane ``index`` of ``labels`` under a new id.
 
     Existing objects keep their pixels unless ``overwrite``. The edit goes through
     ``Labels.data_setitem`` inside ``block_history``: one Ctrl+Z removes it. Returns the
-    new id, or None when no pixel was free to paint.
+    new id; raises :class:`CommitRefused` for an empty mask, a ``score`` (the candidate's
+    predicted IoU) under MIN_SCORE, or a mask less than MIN_FREE of which is free.
     """
     _check_shape(labels, view)
-    return _paint(labels, [_free_pixels(labels, mask, view, index, overwrite)])
+    mask = np.asarray(mask, dtype=bool)
+    if score is not None and score < MIN_SCORE and mask.any():
+        raise CommitRefused(f"the candidate scores {score:.2f}: the model sees no object here. "
+                            "Draw a box around the object (or click on it) instead")
+    return _paint(labels, [_free_pixels(labels, mask, view, index, overwrite)], int(mask.sum()))
 
 
 def commit_volume(labels: Any, masks: np.ndarray, view: PlaneView, index: Index, axis: int,
-                  overwrite: bool = False) -> int | None:
+                  overwrite: bool = False) -> int:
     """Paint a (Z, H, W) ``masks`` through stack axis ``axis`` (its position in ``index``) of
     ``labels`` under one new id, in one undoable step; otherwise as :func:`commit_mask`."""
     _check_shape(labels, view)
-    slices = np.flatnonzero(np.asarray(masks).any(axis=(1, 2)))
+    masks = np.asarray(masks, dtype=bool)
+    slices = np.flatnonzero(masks.any(axis=(1, 2)))
     at = [along(index, axis, k) for k in slices]
-    return _paint(labels, [_free_pixels(labels, masks[k], view, i, overwrite) for k, i in zip(slices, at)])
+    parts = [_free_pixels(labels, masks[k], view, i, overwrite) for k, i in zip(slices, at)]
+    return _paint(labels, parts, int(masks.sum()))
 
 
 def _check_shape(labels: Any, view: PlaneView) -> None:
@@ -53,11 +74,16 @@ def _free_pixels(labels: Any, mask: np.ndarray, view: PlaneView, index: Index,
     return view.nd_indices(rows, cols, index)
 
 
-def _paint(labels: Any, parts: list[tuple[np.ndarray, ...]]) -> int | None:
-    """Write the next free id at all ``parts`` (labels-space indices) as one history step."""
+def _paint(labels: Any, parts: list[tuple[np.ndarray, ...]], wanted: int) -> int:
+    """Write the next free id at all ``parts`` (labels-space indices) as one history step;
+    ``wanted`` is the mask's size, of which at least MIN_FREE must be free."""
+    if wanted == 0:
+        raise CommitRefused("the chosen candidate is empty")
     indices = tuple(np.concatenate(axis_parts) for axis_parts in zip(*parts)) if parts else ()
-    if not indices or indices[0].size == 0:
-        return None
+    free = indices[0].size if indices else 0
+    if free < MIN_FREE * wanted:
+        raise CommitRefused(f"only {100 * free / wanted:.0f}% of the mask is free: it lies on existing objects. "
+                            "Tick 'overwrite existing labels' to replace them")
     new_id = next_free_id(labels)
     dtype = np.dtype(labels.data.dtype)
     if np.issubdtype(dtype, np.integer) and new_id > np.iinfo(dtype).max:
@@ -68,13 +94,22 @@ def _paint(labels: Any, parts: list[tuple[np.ndarray, ...]]) -> int | None:
     return new_id
 
 
-def new_output_layer(viewer: Any, view: PlaneView) -> Any:
-    """An empty int32 Labels layer matching the image, added without stealing focus."""
+def labels_dtype(image_dtype: Any) -> np.dtype:
+    """The output labels' dtype: uint16 beside 8- and 16-bit images (65535 objects; a
+    500-frame 2048x2048 movie takes 4 GB, not 8), uint32 beside anything wider."""
+    dtype = np.dtype(image_dtype)
+    small = dtype == bool or (np.issubdtype(dtype, np.integer) and dtype.itemsize <= 2)
+    return np.dtype(np.uint16 if small else np.uint32)
+
+
+def new_output_layer(viewer: Any, view: PlaneView, metadata: dict[str, Any] | None = None) -> Any:
+    """An empty Labels layer matching the image, added without stealing focus."""
     from napari.layers import Labels
 
     scale, translate = view.scale_translate()
-    labels = Labels(np.zeros(view.shape, dtype=np.int32), name=f"{view.layer.name} SAM labels",
-                    scale=scale, translate=translate)
+    labels = Labels(np.zeros(view.shape, dtype=labels_dtype(view.source.data.dtype)),
+                    name=f"{view.layer.name} SAM labels", scale=scale, translate=translate,
+                    metadata=dict(metadata or {}))
     active = viewer.layers.selection.active
     viewer.layers.append(labels)
     if active is not None and active in viewer.layers:

@@ -3,8 +3,8 @@
 Around the click, the smoothed plane is thresholded half way between the local
 background and the click's own level (bright objects on dark, or dark on bright,
 whichever the click landed on); touching objects are split by a watershed, and the
-region under the click is the box. When no plausible region is found (a click on
-background, a flat plane) a fixed box scaled to the image is used.
+region under the click is the box. A click on background (or on a flat plane) gives no
+box: there is no object there to segment.
 """
 
 from __future__ import annotations
@@ -33,8 +33,9 @@ def fixed_box(point: tuple[float, float], shape: tuple[int, int], half: int) -> 
 
 
 def box_from_click(plane: np.ndarray, point: tuple[float, float], half: int | None = None,
-                   pad: float = 0.0) -> Box:
-    """A (min_row, min_col, max_row, max_col) box around the object under ``point``.
+                   pad: float = 0.0) -> Box | None:
+    """A (min_row, min_col, max_row, max_col) box around the object under ``point``, or
+    None when the click is on background.
 
     ``plane`` is (H, W) or (H, W, C) of any numeric dtype; ``point`` is (row, col);
     ``half`` is the search window's half-side; the box is widened by ``pad`` times its
@@ -51,7 +52,7 @@ def box_from_click(plane: np.ndarray, point: tuple[float, float], half: int | No
         window = img[r0:r + size + 1, c0:c + size + 1]
         region = _region_at(window, (r - r0, c - c0))
         if region is None:
-            break
+            return None if size == half else fixed_box((r, c), shape, half)
         rows, cols = np.nonzero(region)
         # Touching the window's edge means "maybe bigger than the window", unless that
         # edge is the image's edge.
