@@ -65,9 +65,15 @@ def test_a_failing_model_load_reports_and_keeps_the_widget_usable(sam, qtbot, do
     try:
         widget.ui.model.addItem(broken.title, broken.name)
         widget.ui.model.setCurrentIndex(widget.ui.model.findData("lite_broken"))
-        qtbot.waitUntil(lambda: "could not load lite_broken" in widget.ui.status.text(), timeout=TIMEOUT_MS)
-        assert widget.engine is None
-        widget.ui.model.setCurrentIndex(widget.ui.model.findData("lite_medsam"))
-        qtbot.waitUntil(lambda: widget.engine is not None, timeout=TIMEOUT_MS)
+        qtbot.waitUntil(lambda: "could not load lite_broken" in widget.ui.hint.text(), timeout=TIMEOUT_MS)
+        # One line in the dock (the whole advice in the tooltip and the notification), and
+        # the model that works is back in use, shown in the combo.
+        status = widget.ui.hint
+        assert "\n" not in status.text() and status.text().endswith("still using lite_medsam")
+        assert "NAPARI_SAM_MIRROR" in status.toolTip() and "NAPARI_SAM_MIRROR" not in status.text()
+        assert widget.ui.model.currentData() == "lite_medsam" and widget.engine.model_name == "lite_medsam"
+        assert status.sizeHint().width() <= widget.width()  # the message does not widen the dock
+        idle(qtbot, widget)
+        assert widget.engine.key(widget.view.source, widget.index) in widget.cache
     finally:
         unregister(broken.name)

@@ -18,7 +18,7 @@ def test_click_with_box_only_model_becomes_a_box(sam, qtbot, nuclei2d):
     image, labels = nuclei2d
     viewer, widget = sam(image)
     assert widget.box_only and widget.ui.box_mode.isChecked()
-    widget.ui.point_mode.setChecked(True)
+    widget.ui.point_mode.click()  # as the user does
     points = widget.prompts.points
     assert viewer.layers.selection.active is points and points.mode == "add"
     assert "trained on boxes" in widget.ui.hint.text()

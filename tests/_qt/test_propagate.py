@@ -120,8 +120,10 @@ def test_segment_everything_on_the_plane_and_through_the_stack(sam, qtbot, nucle
     widget.ui.everything_stack.click()
     assert widget.everything.busy and widget.ui.everything_plane.text() == "Cancel"
     qtbot.waitUntil(lambda: not widget.everything.busy, timeout=TIMEOUT_MS)
-    layer = viewer.layers[-1]
-    assert layer.name == "image SAM automatic" and layer.data.shape == volume.shape
+    layer = viewer.layers["image SAM automatic"]
+    assert layer.data.shape == volume.shape
+    # under the prompt layers, which keep the focus: the next box goes on drawing
+    assert viewer.layers[-1] is widget.prompts.boxes and viewer.layers.selection.active is widget.prompts.boxes
     assert f1(truth, layer.data) >= 0.6
     assert "objects in" in widget.ui.status.text() and widget.ui.everything_stack.text() == "Whole stack"
 

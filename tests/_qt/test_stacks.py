@@ -38,7 +38,10 @@ def test_moving_through_a_3d_stack(sam, qtbot, nuclei3d):
     widget.prompts.boxes.add_rectangles(box3d(15, region(labels[15], 55).bbox))
     wait_candidates(qtbot, widget)
     assert iou(widget.cands.mask, labels[15] == 55) > 0.6
-    assert widget.cands.layer.data[15].any() and not np.delete(widget.cands.layer.data, 15, 0).any()
+    # the candidates layer holds one plane, placed on plane 15: not a stack-sized array
+    cands_layer = widget.cands.layer
+    assert cands_layer.data.shape == (1, *labels.shape[1:]) and cands_layer.data[0].any()
+    assert cands_layer.translate[0] == 15 and viewer.layers["image"].translate[0] == 0
 
     go_to(viewer, widget, qtbot, 16)  # the box of plane 15 does not apply here
     assert widget.cands.candidates is None and not widget.cands.layer.data.any()
@@ -101,16 +104,16 @@ def test_switching_image_mid_embedding(sam, qtbot, gate, nuclei2d, nuclei3d):
     g.open()
     qtbot.waitUntil(lambda: widget.view is not None and widget.view.layer.name == "image", timeout=TIMEOUT_MS)
     assert widget.view.shape == image.shape and widget.cands.layer.data.shape == image.shape
+    assert widget.ui.output.layer() is first_output  # back to this image: its labels again
     widget.prompts.boxes.add_rectangles(box_corners(region(labels, 71).bbox))
     wait_candidates(qtbot, widget)
     assert iou(widget.cands.mask, labels == 71) > 0.7
-    widget.ui.output.set_layer(first_output)
     assert widget.commit() == 2
     assert (first_output.data == 1).sum() > 100 and (first_output.data == 2).sum() > 100
 
     widget.ui.image.set_layer(stack)  # a 3D image: new prompt layers, a new output layer
     qtbot.waitUntil(lambda: widget.view is not None and widget.view.layer is stack, timeout=TIMEOUT_MS)
-    assert widget.prompts.boxes.ndim == 3 and widget.cands.layer.data.shape == stack.data.shape
+    assert widget.prompts.boxes.ndim == 3 and widget.cands.layer.data.shape == (1, *stack.data.shape[1:])
     assert widget.ui.output.layer() is None  # the 2D labels do not fit a 3D image
     assert (first_output.data > 0).sum() > 200  # the labels made so far are untouched
     idle(qtbot, widget)

@@ -7,7 +7,7 @@ import numpy as np
 from napari.layers import Labels
 from skimage.measure import regionprops
 
-from napari_sam._qt import SamWidget
+from napari_sam._qt import SamDock, SamWidget
 
 from .conftest import TIMEOUT_MS, box_corners, idle, iou, press, wait_candidates
 
@@ -21,8 +21,11 @@ def target(labels: np.ndarray, label: int = TARGET):
 def test_widget_docks_from_the_manifest_and_loads_samples(make_napari_viewer, qtbot):
     viewer = make_napari_viewer()
     viewer.open_sample("napari-sam-kit", "nuclei_2d")
-    dock, widget = viewer.window.add_plugin_dock_widget("napari-sam-kit", "Segment Anything")
-    assert isinstance(widget, SamWidget)
+    dock, shell = viewer.window.add_plugin_dock_widget("napari-sam-kit", "Segment Anything")
+    assert isinstance(shell, SamDock)  # shows at once; the SAM widget follows from a worker
+    qtbot.waitUntil(lambda: shell.widget is not None, timeout=TIMEOUT_MS)
+    widget = shell.widget
+    assert isinstance(widget, SamWidget) and widget.parent() is shell
     qtbot.waitUntil(lambda: widget.engine is not None and widget.view is not None, timeout=TIMEOUT_MS)
     assert widget.ui.image.layer() is viewer.layers["nuclei 2D (synthetic)"]
     assert widget.engine.model_name == "lite_medsam"

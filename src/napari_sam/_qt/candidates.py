@@ -1,5 +1,9 @@
 """The three candidate masks: shown in a Labels layer on the current plane, chosen with
-radio buttons or keys 1/2/3/N. The best-scored candidate is chosen first."""
+radio buttons or keys 1/2/3/N. The best-scored candidate is chosen first.
+
+The layer holds one plane only (size 1 along every stack axis), moved by its translate
+to the plane the candidates belong to: a 500-frame movie costs one plane, not 500.
+"""
 
 from __future__ import annotations
 
@@ -15,7 +19,7 @@ from qtpy.QtWidgets import QButtonGroup, QHBoxLayout, QRadioButton, QWidget
 from ..engine import Index
 from ..predictor import Candidates
 from .planes import PlaneView
-from .prompts import PlanePrompts
+from .prompts import ROLE, PlanePrompts, own_layer
 
 # One colour per candidate, so switching candidates is visible even when masks agree.
 _COLORS = {None: [0, 0, 0, 0], 0: [0, 0, 0, 0], 1: "#ffd21f", 2: "#1fd2ff", 3: "#ff6b1f"}
@@ -44,19 +48,38 @@ class CandidateView:
         return self._where if self.candidates is not None else None
 
     def ensure(self, view: PlaneView) -> None:
-        """Create the layer for ``view`` unless one of the right shape exists."""
-        if self.layer is not None and self.layer.data.shape == view.shape:
+        """Create the layer for ``view`` unless one of the right geometry exists (an earlier
+        widget's is adopted)."""
+        shape, scale = one_plane(view), view.scale_translate()[0]
+        if self.layer is not None and self.layer.data.shape == shape and np.allclose(self.layer.scale, scale):
             return
         self.remove()
-        scale, translate = view.scale_translate()
-        self.layer = Labels(np.zeros(view.shape, dtype=np.uint8), name="SAM candidates", scale=scale,
-                            translate=translate, opacity=0.55,
-                            colormap=DirectLabelColormap(color_dict=_COLORS))
+        old = own_layer(self.viewer, "candidates", view.ndim, scale, self.layer_translate(view, None))
+        if old is not None and old.data.shape == shape:
+            self.layer = old
+            return
+        self.layer = Labels(np.zeros(shape, dtype=np.uint8), name="SAM candidates", scale=scale,
+                            translate=self.layer_translate(view, None), opacity=0.55,
+                            colormap=DirectLabelColormap(color_dict=_COLORS), metadata={ROLE: "candidates"})
         self.layer.editable = False
         active = self.viewer.layers.selection.active
         self.viewer.layers.append(self.layer)
         if active is not None and active in self.viewer.layers:
             self.viewer.layers.selection.active = active
+
+    @staticmethod
+    def layer_translate(view: PlaneView, index: Index | None) -> np.ndarray:
+        """The layer's translate that puts its one plane on plane ``index`` (None: the first)."""
+        scale, translate = view.scale_translate()
+        translate = translate.astype(float).copy()
+        for j, i in zip(view.stack_axes, index or ()):
+            translate[j] += i * scale[j]
+        return translate
+
+    def detach(self) -> None:
+        """Stop listening to the viewer and take the layer away (candidates are transient)."""
+        self.remove()
+        self.viewer.layers.events.removed.disconnect(self._on_removed)
 
     def show(self, candidates: Candidates, view: PlaneView, index: Index) -> None:
         """Display new candidates for plane ``index``, choosing the best-scored one."""
@@ -90,10 +113,8 @@ class CandidateView:
 
     def _erase(self) -> None:
         if self._drawn is not None and self.layer is not None:
-            view, index = self._drawn
-            if self.layer.data.shape == view.shape:
-                view.plane_of(self.layer.data, index)[...] = 0
-                self.layer.refresh()
+            self.layer.data[...] = 0
+            self.layer.refresh()
         self._drawn = None
 
     def _draw(self) -> None:
@@ -101,9 +122,12 @@ class CandidateView:
         if self.layer is None or self._where is None or self.candidates is None:
             return
         view, index = self._where
-        if self.layer.data.shape != view.shape:
+        if self.layer.data.shape != one_plane(view):
             return
-        view.plane_of(self.layer.data, index)[self.mask] = self.selected + 1
+        translate = self.layer_translate(view, index)
+        if not np.allclose(self.layer.translate, translate):
+            self.layer.translate = translate
+        view.plane_of(self.layer.data, (0,) * len(index))[self.mask] = self.selected + 1
         self._drawn = (view, index)
         self.layer.refresh()
 
@@ -111,6 +135,11 @@ class CandidateView:
         if event.value is self.layer:
             self.layer = None
             self._drawn = None
+
+
+def one_plane(view: PlaneView) -> tuple[int, ...]:
+    """The labels-space shape of one plane of ``view``: 1 along every stack axis."""
+    return tuple(n if j in view.plane_axes else 1 for j, n in enumerate(view.shape))
 
 
 @dataclass

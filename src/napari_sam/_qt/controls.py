@@ -6,9 +6,9 @@ Plain Qt with no behaviour beyond keeping the layer lists current; :mod:`.widget
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import cache
 from typing import Any
 
-import torch
 from qtpy.QtCore import Qt, Signal
 from qtpy.QtWidgets import (
     QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout, QGroupBox, QHBoxLayout, QLabel, QPushButton,
@@ -27,7 +27,7 @@ SHORTCUTS = (
     ("X", "clear the prompts of this plane"),
     ("T", "toggle positive / negative points"),
     ("Shift+click", "point of the other polarity"),
-    ("Ctrl+Z", "undo (on the labels layer)"),
+    ("Ctrl+Z", "undo the last commit"),
 )
 
 
@@ -50,7 +50,18 @@ class LayerCombo(QComboBox):
             event.connect(self.refresh)
         compact(self)
         self.currentIndexChanged.connect(lambda _: self.layer_changed.emit(self.layer()))
+        self._named: list[Any] = []  # layers whose renaming we follow
         self.refresh()
+
+    def detach(self) -> None:
+        """Stop following the viewer's layers (the widget is closing)."""
+        for event in (self.viewer.layers.events.inserted, self.viewer.layers.events.removed):
+            event.disconnect(self.refresh)
+        for layer in self._named:
+            layer.events.name.disconnect(self.refresh)
+        self._named.clear()
+        self.blockSignals(True)
+        self.clear()
 
     def layer(self) -> Any:
         return self.currentData()
@@ -61,6 +72,9 @@ class LayerCombo(QComboBox):
         self.setCurrentIndex(max(i, 0))
 
     def refresh(self, event: Any = None) -> None:
+        for gone in [layer for layer in self._named if layer not in self.viewer.layers]:
+            gone.events.name.disconnect(self.refresh)
+            self._named.remove(gone)
         current = self.layer()
         self.blockSignals(True)
         self.clear()
@@ -68,7 +82,9 @@ class LayerCombo(QComboBox):
         for layer in self.viewer.layers:
             if self.accept(layer):
                 self.addItem(layer.name, layer)
-                layer.events.name.connect(self.refresh)  # connecting twice is a no-op
+                if not any(known is layer for known in self._named):
+                    layer.events.name.connect(self.refresh)
+                    self._named.append(layer)
         i = self.findData(current) if current is not None else 0
         self.setCurrentIndex(max(i, 0))
         self.blockSignals(False)
@@ -82,7 +98,11 @@ def compact(combo: QComboBox) -> None:
     combo.setMinimumContentsLength(14)
 
 
+@cache
 def device_choices() -> list[str]:
+    """The devices torch can run on here (probed once: CUDA's first probe is slow)."""
+    import torch
+
     out = ["auto", "cpu"]
     if torch.cuda.is_available():
         out += [f"cuda:{i}" for i in range(torch.cuda.device_count())]

@@ -12,6 +12,7 @@ import numpy as np
 from ..automatic import AutoParams, segment_everything
 from ..automatic_volume import segment_volume
 from ..engine import Engine, Index
+from .commit import labels_dtype
 from .planes import PlaneView
 from .stack import StackAlong
 
@@ -36,7 +37,7 @@ def add_labels(viewer: Any, view: PlaneView, index: Index, labels: np.ndarray) -
     a (Z, H, W) stack along the axis next to the plane."""
     from napari.layers import Labels
 
-    data = np.zeros(view.shape, dtype=np.int32)
+    data = np.zeros(view.shape, dtype=labels_dtype(view.source.data.dtype))
     if labels.ndim == 2:
         view.plane_of(data, index)[...] = labels
     else:
@@ -45,5 +46,8 @@ def add_labels(viewer: Any, view: PlaneView, index: Index, labels: np.ndarray) -
             view.plane_of(data, stack.at(k))[...] = labels[k]
     scale, translate = view.scale_translate()
     layer = Labels(data, name=f"{view.layer.name} SAM automatic", scale=scale, translate=translate)
+    active = viewer.layers.selection.active
     viewer.layers.append(layer)
+    if active is not None and active in viewer.layers:
+        viewer.layers.selection.active = active  # the user goes on prompting where they were
     return layer

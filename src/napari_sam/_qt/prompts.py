@@ -3,6 +3,9 @@
 They live in labels space (see :mod:`.planes`), so their data coordinates are the image's.
 Shift+click adds a point of the opposite polarity; :attr:`PromptLayers.negative` flips
 the default. The owner is told about every finished edit through ``on_change``.
+
+The layers carry ``metadata["napari_sam"]`` ("points" / "boxes"), so a widget opened
+again adopts the layers of the one before instead of adding a second set.
 """
 
 from __future__ import annotations
@@ -22,6 +25,16 @@ POSITIVE_COLOR = np.array([0.2, 1.0, 0.2, 1.0])
 NEGATIVE_COLOR = np.array([1.0, 0.2, 0.8, 1.0])
 BOX_COLOR = "#ffd21f"
 _FINISHED = ("added", "changed", "removed")
+ROLE = "napari_sam"  # metadata key naming the widget's own layers
+
+
+def own_layer(viewer: Any, role: str, ndim: int, scale: np.ndarray, translate: np.ndarray) -> Any:
+    """A layer left by an earlier widget for ``role``, if one fits this geometry."""
+    for layer in viewer.layers:
+        if (layer.metadata.get(ROLE) == role and layer.ndim == ndim and np.allclose(layer.scale, scale)
+                and np.allclose(layer.translate, translate)):
+            return layer
+    return None
 
 
 @dataclass(frozen=True)
@@ -49,6 +62,7 @@ class PromptLayers:
         self.boxes: Shapes | None = None
         self._shift = False
         self._muted = 0
+        self._watchers: dict[int, Callable[[Any], None]] = {}
         viewer.layers.events.removed.connect(self._on_removed)
 
     # ---------------------------------------------------------------- layers
@@ -56,32 +70,70 @@ class PromptLayers:
     def ensure(self, view: PlaneView) -> None:
         """Create the layers for ``view`` if missing or built for another geometry."""
         scale, translate = view.scale_translate()
-        for name in ("points", "boxes"):
+        for name in ("boxes", "points"):
             layer = getattr(self, name)
             if layer is not None and (layer.ndim != view.ndim or not np.allclose(layer.scale, scale)
                                       or not np.allclose(layer.translate, translate)):
                 self._drop(layer)
-        if self.boxes is None:
-            self.boxes = Shapes(ndim=view.ndim, name="SAM boxes", scale=scale, translate=translate,
-                                edge_color=BOX_COLOR, face_color="transparent", edge_width=2)
-            self._setup(self.boxes, "boxes")
+        # Points below boxes: napari (vispy on Mesa) segfaults drawing the next image when a
+        # Points layer is deleted before a Shapes layer above it, as layers.clear() does
+        # (napari#6472). Cleared top-down, boxes then points is safe.
+        if self.points is None and (old := own_layer(self.viewer, "points", view.ndim, scale, translate)):
+            self.points = old
+            self._watch(old, "points")
+        if self.boxes is None and (old := own_layer(self.viewer, "boxes", view.ndim, scale, translate)):
+            self.boxes = old
+            self._watch(old, "boxes")
         if self.points is None:
             self.points = Points(ndim=view.ndim, name="SAM points", scale=scale, translate=translate,
                                  features={"positive": np.zeros(0, dtype=bool)},
-                                 face_color=POSITIVE_COLOR, border_color="white", size=8)
+                                 face_color=POSITIVE_COLOR, border_color="white", size=8,
+                                 metadata={ROLE: "points"})
             self.points.feature_defaults = {"positive": True}
-            self.points.mouse_drag_callbacks.insert(0, self._remember_shift)
-            self._setup(self.points, "points")
+            self._add(self.points, "points")
+        if self.boxes is None:
+            self.boxes = Shapes(ndim=view.ndim, name="SAM boxes", scale=scale, translate=translate,
+                                edge_color=BOX_COLOR, face_color="transparent", edge_width=2,
+                                metadata={ROLE: "boxes"})
+            self._add(self.boxes, "boxes")
 
-    def _setup(self, layer: Any, kind: str) -> None:
-        layer.events.data.connect(lambda event: self._on_data(kind, event))
-        for key, action in self.keys.items():
-            layer.bind_key(key, lambda _layer, action=action: action(), overwrite=True)
+    def _add(self, layer: Any, kind: str) -> None:
+        self._watch(layer, kind)
         self._muted += 1
         try:
             self.viewer.layers.append(layer)
         finally:
             self._muted -= 1
+
+    def _watch(self, layer: Any, kind: str) -> None:
+        """Listen to ``layer``'s edits and give it the widget's keys (undone by :meth:`_unwatch`)."""
+        if id(layer) in self._watchers:
+            return
+        watcher = self._watchers[id(layer)] = lambda event: self._on_data(kind, event)
+        layer.events.data.connect(watcher)
+        for key, action in self.keys.items():
+            layer.bind_key(key, lambda _layer, action=action: action(), overwrite=True)
+        if kind == "points":
+            layer.mouse_drag_callbacks.insert(0, self._remember_shift)
+
+    def _unwatch(self, layer: Any) -> None:
+        watcher = self._watchers.pop(id(layer), None)
+        if watcher is None:
+            return
+        layer.events.data.disconnect(watcher)
+        for key in self.keys:
+            layer.bind_key(key, None)
+        if self._remember_shift in layer.mouse_drag_callbacks:
+            layer.mouse_drag_callbacks.remove(self._remember_shift)
+
+    def detach(self) -> None:
+        """Stop listening to the viewer and the layers, and unbind the keys; the layers and
+        the prompts drawn on them stay for the next widget to adopt."""
+        self.viewer.layers.events.removed.disconnect(self._on_removed)
+        for layer in (self.boxes, self.points):
+            if layer is not None:
+                self._unwatch(layer)
+        self.points = self.boxes = None
 
     def activate(self, kind: str) -> None:
         """Make the points ("points") or boxes ("boxes") layer active, in its add mode."""
@@ -93,11 +145,12 @@ class PromptLayers:
 
     def remove(self) -> None:
         """Take both layers out of the viewer (the widget is closing or the image went)."""
-        for layer in (self.points, self.boxes):
+        for layer in (self.boxes, self.points):  # in this order: see ensure()
             if layer is not None:
                 self._drop(layer)
 
     def _drop(self, layer: Any) -> None:
+        self._unwatch(layer)
         if layer is self.points:
             self.points = None
         if layer is self.boxes:
@@ -108,6 +161,7 @@ class PromptLayers:
     def _on_removed(self, event: Any) -> None:
         layer = event.value
         if layer is self.points or layer is self.boxes:
+            self._unwatch(layer)
             self.points = None if layer is self.points else self.points
             self.boxes = None if layer is self.boxes else self.boxes
             self.on_change("removed")
@@ -171,23 +225,27 @@ class PromptLayers:
         corners = view.from_plane(np.array([[r0, c0], [r0, c1], [r1, c1], [r1, c0]]), index)
         self.boxes.add_rectangles(corners)
 
-    def points_to_boxes(self, view: PlaneView) -> tuple[int, int]:
+    def points_to_boxes(self, view: PlaneView) -> tuple[int, int, int]:
         """For box-only models: a box around the object under each positive point.
 
-        All points are removed. Returns (boxes added, negative points dropped).
+        All points are removed. Returns (boxes added, negative points dropped, clicks that
+        found no object).
         """
         points = self.points
         if points is None or not len(points.data):
-            return 0, 0
+            return 0, 0, 0
         positive = points.features["positive"].to_numpy(dtype=bool)
-        added = 0
+        added = missed = 0
         for coords in points.data[positive]:
             index = tuple(int(round(coords[j])) for j in view.stack_axes)
             rc = view.to_plane(coords)[0]
             inside = all(0 <= i < n for i, n in zip(index, view.source.stack_shape)) and all(
                 -0.5 <= v < n - 0.5 for v, n in zip(rc, view.plane_shape))
-            if inside:
-                self.add_box(view, index, box_from_click(view.source.plane(index), tuple(rc)))
+            box = box_from_click(view.source.plane(index), tuple(rc)) if inside else None
+            if box is None:
+                missed += 1
+            else:
+                self.add_box(view, index, box)
                 added += 1
         self._muted += 1
         try:
@@ -195,7 +253,7 @@ class PromptLayers:
             points.remove_selected()
         finally:
             self._muted -= 1
-        return added, int((~positive).sum())
+        return added, int((~positive).sum()), missed
 
     def clear(self, view: PlaneView, index: Index) -> None:
         """Delete the prompts on plane ``index``; report one change."""

@@ -23,8 +23,9 @@ from .candidates import CandidateView
 from .commit import commit_mask, commit_volume, new_output_layer
 from .controls import CANCEL, CANCEL_PROPAGATE, EVERYTHING_PLANE, EVERYTHING_STACK, PROPAGATE, Controls, LayerCombo
 from .everything import add_labels, everything_job
+from .lifecycle import Undocked
 from .planes import PlaneView, displayed_axes
-from .prompts import PromptLayers
+from .prompts import ROLE, PromptLayers
 from .predictions import Predictions
 from .stack import StackAlong, propagation_job
 from .workers import BackgroundJob, Embedder, ModelLoader
@@ -33,6 +34,12 @@ PREFETCH = 1  # neighbouring planes embedded ahead, each side
 SCRUB_DELAY_MS = 80
 BOX_HINT = ("{model} is trained on boxes: your click became a box around the object under it. "
             "Drag a rectangle for full control.")
+NO_OBJECT_HINT = "No object under your click: nothing to segment there."
+
+
+def image_key(layer: Any) -> str:
+    """A name for an image layer that outlives renaming: its napari unique id."""
+    return str(getattr(layer, "unique_id", id(layer)))
 
 
 class SamWidget(QWidget):
@@ -40,6 +47,10 @@ class SamWidget(QWidget):
 
     def __init__(self, napari_viewer: Any, cache: EmbeddingCache | None = None) -> None:
         super().__init__()
+        self._torn_down = False
+        self._listening: list[tuple[Any, Any]] = []  # (viewer emitter, callback): undone on close
+        self._outputs: dict[str, Labels] = {}  # image_key -> the labels layer chosen for it
+        self._loaded: tuple[str, str, Engine] | None = None  # (model, device, engine) that loaded last
         self.viewer = viewer = napari_viewer
         self.cache = cache if cache is not None else EmbeddingCache()
         self.engine: Engine | None = None
@@ -54,7 +65,7 @@ class SamWidget(QWidget):
         self.everything = BackgroundJob("SAM: segmenting everything", self)
         keys = {"1": lambda: self.choose(0), "2": lambda: self.choose(1), "3": lambda: self.choose(2),
                 "N": self.next_candidate, "C": self.commit, "X": self.clear, "T": self.toggle_negative,
-                "P": self.propagate}
+                "P": self.propagate, "Control-Z": self.undo}
         self.prompts = PromptLayers(viewer, self._on_prompts, keys)
         self.cands = CandidateView(viewer)
         self.predictions = Predictions(self.prompts, self.cands, self)
@@ -72,6 +83,8 @@ class SamWidget(QWidget):
         self._request_timer.setSingleShot(True)
         self._request_timer.timeout.connect(self._request_embedding)
         self._connect()
+        # napari's close button takes a dock's widget out without closing it: let go then.
+        self._undocked = Undocked(self, self.close_widget)
         self._load_model()
         self._pick_first_image()
 
@@ -83,8 +96,10 @@ class SamWidget(QWidget):
         ui.channels.toggled.connect(self.schedule_rebuild)
         ui.model.currentIndexChanged.connect(lambda _: self._load_model())
         ui.device.currentIndexChanged.connect(lambda _: self._load_model())
-        ui.box_mode.toggled.connect(lambda on: on and self._activate("boxes"))
-        ui.point_mode.toggled.connect(lambda on: on and self._activate("points"))
+        # clicked, not toggled: a click on the checked mode brings deleted prompt layers back
+        ui.box_mode.clicked.connect(lambda: self._activate("boxes"))
+        ui.point_mode.clicked.connect(lambda: self._activate("points"))
+        ui.output.layer_changed.connect(self._remember_output)
         ui.negative.toggled.connect(lambda on: setattr(self.prompts, "negative", on))
         ui.candidates.chosen.connect(self.choose)
         ui.commit.clicked.connect(self.commit)
@@ -107,14 +122,40 @@ class SamWidget(QWidget):
         self.predictions.need_embedding.connect(self._request_embedding)
         self.loader.loaded.connect(self._on_model_loaded)
         self.loader.failed.connect(self._on_model_failed)
-        v.dims.events.current_step.connect(self._on_dims)
-        v.dims.events.ndisplay.connect(self.schedule_rebuild)
-        v.dims.events.order.connect(self.schedule_rebuild)
-        v.layers.events.inserted.connect(self._pick_first_image)
+        self._listen(v.dims.events.current_step, self._on_dims)
+        self._listen(v.dims.events.ndisplay, self.schedule_rebuild)
+        self._listen(v.dims.events.order, self.schedule_rebuild)
+        self._listen(v.layers.events.inserted, self._on_inserted)
 
-    def _pick_first_image(self, event: Any = None) -> None:
+    def _listen(self, emitter: Any, callback: Any) -> None:
+        emitter.connect(callback)
+        self._listening.append((emitter, callback))
+
+    def _pick_first_image(self) -> None:
         if self._image is None and self.ui.image.count() > 1:
             self.ui.image.setCurrentIndex(1)
+
+    def _on_inserted(self, event: Any) -> None:
+        layer = event.value
+        if ROLE in layer.metadata and layer.metadata[ROLE] != "labels":
+            return  # one of the prompt or candidate layers
+        if isinstance(layer, Image):
+            self.ui.image.set_layer(layer)  # an image opened now is the one to work on
+        else:
+            self._pick_first_image()
+        # Keep prompts and candidates on top, where they can be seen; not inside the event.
+        QTimer.singleShot(0, self._raise_own_layers)
+
+    def _raise_own_layers(self) -> None:
+        if self._torn_down:
+            return
+        layers = self.viewer.layers
+        own = [layer for layer in (self.cands.layer, self.prompts.points, self.prompts.boxes) if layer in layers]
+        if own and [layers.index(layer) for layer in own] != list(range(len(layers) - len(own), len(layers))):
+            active = layers.selection.active
+            layers.move_multiple([layers.index(layer) for layer in own], len(layers))
+            if active is not None and active in layers:
+                layers.selection.active = active
 
     def _fits_output(self, layer: Any) -> bool:
         return (isinstance(layer, Labels) and layer is not self.cands.layer
@@ -141,9 +182,10 @@ class SamWidget(QWidget):
         self.loader.load(name, device, self._model_token)
 
     def _on_model_loaded(self, engine: Engine, token: int) -> None:
-        if token != self._model_token:
-            return  # a newer choice is already loading
+        if token != self._model_token or self._torn_down:
+            return  # a newer choice is already loading, or the widget closed
         self.engine = engine
+        self._loaded = (self.ui.model.currentData(), self.ui.device.currentText(), engine)
         self.embedder.set_engine(engine)
         self._set_status(f"model ready: {engine.model_name} on {engine.predictor.device}")
         (self.ui.box_mode if self.box_only else self.ui.point_mode).setChecked(True)
@@ -152,11 +194,30 @@ class SamWidget(QWidget):
         self._on_dims()
 
     def _on_model_failed(self, message: str, token: int) -> None:
-        if token == self._model_token:
-            self._on_failure(message)
+        if token != self._model_token or self._torn_down:
+            return
+        self._on_failure(message)
+        if self._loaded is None:
+            return
+        self._set_hint(f"{self.ui.status.text()}; still using {self._loaded[2].model_name}")
+        self.ui.hint.setToolTip(self.ui.status.toolTip())
+        # Back to the model that worked: the combos show what is in use.
+        name, device, engine = self._loaded
+        for combo, i in ((self.ui.model, self.ui.model.findData(name)), (self.ui.device, self.ui.device.findText(device))):
+            combo.blockSignals(True)
+            combo.setCurrentIndex(max(i, 0))
+            combo.blockSignals(False)
+        self.engine = engine
+        self.embedder.set_engine(engine)
+        self.index = None
+        self._on_dims()
 
     def _on_failure(self, message: str) -> None:
-        self._set_status(message)
+        """The first line in the status (details in its tooltip), all of it in a notification."""
+        first = message.strip().splitlines()[0] if message.strip() else "failed"
+        more = first != message.strip()
+        self._set_status(first + (" (more in the notification)" if more else ""))
+        self.ui.status.setToolTip(message if more else "")
         show_warning(f"SAM: {message}")
 
     # ------------------------------------------------------------------ disk store
@@ -202,11 +263,31 @@ class SamWidget(QWidget):
                 getattr(layer.events, name).connect(self.schedule_rebuild)
         self.schedule_rebuild()
 
+    def _remember_output(self, labels: Labels | None) -> None:
+        if self._image is not None and labels is not None:
+            self._outputs[image_key(self._image)] = labels
+
+    def _output_for_image(self) -> Labels | None:
+        """The labels layer this image's objects go to: the one chosen for it before, or
+        one made for it (by this widget or an earlier one); None: make one on commit."""
+        if self._image is None or self.view is None:
+            return None
+        key = image_key(self._image)
+        known = self._outputs.get(key)
+        if known is not None and known in self.viewer.layers and self._fits_output(known):
+            return known
+        for layer in self.viewer.layers:
+            if layer.metadata.get("napari_sam_image") == key and self._fits_output(layer):
+                return layer
+        return None
+
     def schedule_rebuild(self, event: Any = None) -> None:
         """Re-read the image geometry and slice soon (coalesced, outside layer events)."""
         self._rebuild_timer.start(0)
 
     def _rebuild_view(self) -> None:
+        if self._torn_down:
+            return
         self.embedder.cancel()
         self._clear_candidates()
         if self._image is not None and self._image not in self.viewer.layers:
@@ -230,7 +311,8 @@ class SamWidget(QWidget):
             return
         self.cands.ensure(self.view)
         self.prompts.ensure(self.view)
-        self.ui.output.refresh()
+        self._raise_own_layers()
+        self.ui.output.set_layer(self._output_for_image())
         self._activate("boxes" if self.ui.box_mode.isChecked() else "points")
         self._on_dims()
 
@@ -291,10 +373,12 @@ class SamWidget(QWidget):
         """Box-only model: each positive click becomes a box around the object under it."""
         if self.view is None:
             return
-        added, dropped = self.prompts.points_to_boxes(self.view)
+        added, dropped, missed = self.prompts.points_to_boxes(self.view)
         if added or dropped:
             model = self.engine.model_name if self.engine else "this model"
             self._set_hint(BOX_HINT.format(model=model) + (" Negative points are ignored." if dropped else ""))
+        elif missed:
+            self._set_hint(NO_OBJECT_HINT)
 
     def _predict(self) -> None:
         if self.view is not None and self.index is not None and self.engine is not None:
@@ -321,14 +405,12 @@ class SamWidget(QWidget):
             self._set_status("nothing to commit: draw a box around an object first")
             return None
         view, index = where
+        score = float(self.cands.candidates.scores[self.cands.selected])
         labels = self._output_layer(view)
         try:
-            new_id = commit_mask(labels, mask, view, index, overwrite=self.ui.overwrite.isChecked())
+            new_id = commit_mask(labels, mask, view, index, overwrite=self.ui.overwrite.isChecked(), score=score)
         except ValueError as exc:
             self._set_status(f"nothing committed: {exc}")
-            return None
-        if new_id is None:
-            self._set_status("nothing committed: the mask lies on existing objects (tick overwrite to replace)")
             return None
         self.prompts.clear(view, index)
         self._set_status(f"committed object {new_id} to {labels.name!r} (Undo, or Ctrl+Z on that layer)")
@@ -338,7 +420,7 @@ class SamWidget(QWidget):
         """The chosen output labels layer, made (and chosen) on the first commit."""
         labels = self.ui.output.layer()
         if labels is None:
-            labels = new_output_layer(self.viewer, view)
+            labels = new_output_layer(self.viewer, view, {ROLE: "labels", "napari_sam_image": image_key(view.layer)})
             self.ui.output.set_layer(labels)
         return labels
 
@@ -367,15 +449,14 @@ class SamWidget(QWidget):
         self._set_status("propagating through the stack ... (P again cancels)")
 
     def _on_propagated(self, masks: Any, context: tuple[Any, ...]) -> None:
+        if self._torn_down:
+            return
         view, index, axis, fixed = context
         labels = self._output_layer(view)
         try:
             new_id = commit_volume(labels, masks, view, index, axis, overwrite=self.ui.overwrite.isChecked())
         except ValueError as exc:
             self._propagation_ended(f"nothing committed: {exc}")
-            return
-        if new_id is None:
-            self._propagation_ended("nothing committed: the object lies on existing objects (tick overwrite)")
             return
         slices = np.flatnonzero(np.asarray(masks).any(axis=(1, 2)))
         for at in [index, *fixed]:
@@ -406,6 +487,8 @@ class SamWidget(QWidget):
         self._set_status("segmenting everything ... (Cancel stops it)")
 
     def _on_everything(self, labels: Any, context: tuple[Any, ...]) -> None:
+        if self._torn_down:
+            return
         view, index = context
         layer = add_labels(self.viewer, view, index, labels)
         self._everything_ended(f"segment everything: {int(labels.max())} objects in {layer.name!r}")
@@ -416,11 +499,16 @@ class SamWidget(QWidget):
         self._set_status(status)
 
     def undo(self) -> None:
+        """Undo the last edit of the output labels layer (a commit is one edit)."""
         labels = self.ui.output.layer()
         if labels is None:
             self._set_status("nothing to undo: no labels layer chosen")
-        else:
-            labels.undo()
+            return
+        if not getattr(labels, "_undo_history", True):
+            self._set_status(f"nothing to undo on {labels.name!r}")
+            return
+        labels.undo()
+        self._set_status(f"undone: the last edit of {labels.name!r} (Ctrl+Z on that layer undoes more)")
 
     def clear(self) -> None:
         """Clear the prompts of the current plane (and bring deleted prompt layers back)."""
@@ -454,8 +542,40 @@ class SamWidget(QWidget):
     def _set_hint(self, text: str) -> None:
         self.ui.hint.setText(text)
 
-    def closeEvent(self, event: Any) -> None:  # noqa: N802 (Qt name)
-        self.embedder.cancel()
+    # ------------------------------------------------------------------ life cycle
+
+    def teardown(self) -> None:
+        """Let go of the viewer: stop all work, disconnect every viewer and layer event,
+        unbind the keys of the prompt layers (they stay, with their prompts, for the next
+        widget to adopt) and remove the candidates layer. Safe to call twice."""
+        if self._torn_down:
+            return
+        self._torn_down = True
+        self._rebuild_timer.stop()
+        self._request_timer.stop()
+        self.embedder.set_engine(None)
         self.propagator.cancel()
         self.everything.cancel()
+        self.predictions.clear()
+        for emitter, callback in self._listening:
+            emitter.disconnect(callback)
+        self._listening.clear()
+        if self._image is not None:
+            for name in ("data", "scale", "translate"):
+                getattr(self._image.events, name).disconnect(self.schedule_rebuild)
+            self._image = None
+        self.ui.image.detach()
+        self.ui.output.detach()
+        self.prompts.detach()
+        self.cands.detach()
+        self.engine = None
+        self.view = None
+
+    def close_widget(self) -> None:
+        """napari closed the dock (its ✕): let go of the viewer and delete the widget."""
+        self.teardown()
+        self.deleteLater()
+
+    def closeEvent(self, event: Any) -> None:  # noqa: N802 (Qt name)
+        self.teardown()
         super().closeEvent(event)

@@ -17,32 +17,31 @@ from napari.utils import progress
 from qtpy.QtCore import QObject, QTimer, Signal
 
 from ..engine import Engine, EmbeddingCache, Index, PlaneReady, PlaneSource
+from .lifecycle import guarded
 
 
 BAR_DELAY_MS = 300  # embeddings quicker than this (GPU) get no progress bar
 BAR_LINGER_MS = 5000  # a finished bar stays this long, to be reused by the next request
 
 
-def alive(obj: QObject) -> bool:
-    """False once Qt has deleted ``obj`` (a worker may report after its widget closed)."""
-    try:
-        obj.objectName()
-    except RuntimeError:
-        return False
-    return True
-
-
-def guarded(owner: QObject, fn: Callable[..., Any]) -> Callable[..., None]:
-    """``fn`` as a slot that does nothing once ``owner`` is deleted."""
-    def slot(*args: Any) -> None:
-        if alive(owner):
-            fn(*args)
-    return slot
-
-
 def encoder_threads() -> int:
     """Torch threads for the encoder on the CPU: all cores but one, kept for the GUI."""
     return max(1, (os.cpu_count() or 2) - 1)
+
+
+DECODER_THREADS = 1  # the decoder's matrices are small: more threads only wait on each other
+
+
+def in_threads(n: int, fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``fn`` run with ``n`` torch threads. Torch's CPU thread count (OpenMP) belongs to the
+    calling thread, so every worker thread sets its own: left alone, each would use all
+    cores and compete with the others and the GUI (2-15x slower under load)."""
+    def run(*args: Any, **kwargs: Any) -> Any:
+        import torch
+
+        torch.set_num_threads(n)
+        return fn(*args, **kwargs)
+    return run
 
 
 class ActivityBar(QObject):
@@ -58,6 +57,7 @@ class ActivityBar(QObject):
         super().__init__(parent)
         self._bar: progress | None = None
         self._making = False
+        self._desc = ""
         self._latest: tuple[int, int, str] | None = None
         self._linger = QTimer(self)
         self._linger.setSingleShot(True)
@@ -78,20 +78,30 @@ class ActivityBar(QObject):
                 bar = progress(total=total, desc=desc)
             finally:
                 self._making = False
-            self._bar = bar
+            self._bar, self._desc = bar, desc
             if self._latest is None:  # closed while it was being made
                 self.close()
                 return
             done, total, desc = self._latest
-        self._bar.total = total
-        self._bar.set_description(desc)
+        if self._desc != desc:
+            self._desc = desc
+            self._bar.set_description(desc)
         self.set(done, total)
 
     def set(self, done: int, total: int) -> None:
-        if self._bar is not None:
-            self._bar.total = max(total, done)
-            self._bar.n = done
-            self._bar.update(0)
+        """Show ``done`` of ``total``. Each update of napari's bar processes Qt events (a
+        redraw of the canvas, tens of ms): only real changes are sent."""
+        bar = self._bar
+        if bar is None:
+            return
+        total = max(total, done)
+        if (bar.n, bar.total) == (done, total):
+            return
+        if bar.total != total:
+            bar.total = total
+        bar.n = done
+        bar.refresh()  # the "done/total" text, in step with the bar's percentage
+        bar.events.value(value=done)
 
     def finish(self) -> None:
         """Close the bar unless new work shows up within BAR_LINGER_MS."""
@@ -220,7 +230,7 @@ class Decoder(QObject):
         job, context = self._next
         self._next = None
         self._running = True
-        worker = create_worker(job, _start_thread=False, _ignore_errors=True)
+        worker = create_worker(in_threads(DECODER_THREADS, job), _start_thread=False, _ignore_errors=True)
         worker.returned.connect(guarded(self, lambda result: self.done.emit(result, context)))
         worker.errored.connect(guarded(self, lambda exc: self.failed.emit(str(exc), context)))
         worker.finished.connect(guarded(self, self._on_finished))
@@ -259,7 +269,8 @@ class BackgroundJob(QObject):
         self._stop.clear()
         self._running = True
         report = guarded(self, self._progress.emit)
-        worker = create_worker(fn, report, self._stop.is_set, _start_thread=False, _ignore_errors=True)
+        worker = create_worker(in_threads(encoder_threads(), fn), report, self._stop.is_set,
+                               _start_thread=False, _ignore_errors=True)
         worker.returned.connect(guarded(self, lambda out: self.done.emit(out, context)))
         worker.errored.connect(guarded(self, self._on_error))
         worker.finished.connect(guarded(self, self._on_finished))
