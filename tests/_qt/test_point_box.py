@@ -41,11 +41,13 @@ def test_click_boxes_on_real_touching_nuclei(nuclei2d):
 def test_flat_planes_give_no_box_and_boxes_stay_inside():
     image, labels = synthetic_nuclei((128, 160), n=6, seed=4)
     assert box_from_click(np.zeros((64, 64)), (10, 10)) is None  # a flat plane holds no object
-    for point in [(0, 0), (127, 159), (-5, 300), *(np.argwhere(labels > 0)[::400])]:
-        box = box_from_click(image, tuple(point))
-        assert box is not None
-        r0, c0, r1, c1 = box
-        assert 0 <= r0 <= r1 <= 127 and 0 <= c0 <= c1 <= 159
+    inside = [tuple(p) for p in np.argwhere(labels > 0)[::400]]
+    for point in [(0, 0), (127, 159), (-5, 300), *inside]:
+        box = box_from_click(image, point)
+        assert box is not None or point not in inside
+        if box is not None:
+            r0, c0, r1, c1 = box
+            assert 0 <= r0 <= r1 <= 127 and 0 <= c0 <= c1 <= 159
 
 
 def test_dark_objects_on_bright_background_and_rgb():
@@ -55,3 +57,15 @@ def test_dark_objects_on_bright_background_and_rgb():
     for img in (dark, rgb):
         ious = [box_iou(b, gt) for b, gt in clicked_boxes(img, labels)]
         assert np.median(ious) > 0.7
+
+
+def test_clicks_on_background_give_no_box_on_real_and_inverted_nuclei(nuclei2d):
+    from scipy import ndimage as ndi
+
+    image, labels = nuclei2d
+    far = np.argwhere(ndi.distance_transform_edt(labels == 0) > 15)  # background, away from nuclei
+    clicks = far[np.random.default_rng(0).choice(len(far), 40)]
+    for img in (image, image.max() - image):  # fluorescence, and dark nuclei on bright
+        assert all(box_from_click(img, tuple(p)) is None for p in clicks)
+        found = [box_from_click(img, tuple(r.coords[len(r.coords) // 2])) for r in regionprops(labels)]
+        assert np.mean([b is not None for b in found]) >= 0.97

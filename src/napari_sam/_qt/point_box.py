@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 from scipy import ndimage as ndi
+from skimage.filters import threshold_otsu
 from skimage.morphology import h_maxima
 from skimage.segmentation import watershed
 
@@ -47,6 +48,8 @@ def box_from_click(plane: np.ndarray, point: tuple[float, float], half: int | No
     shape = img.shape
     half = default_half_size(shape) if half is None else int(half)
     r, c = (int(round(min(max(v, 0), n - 1))) for v, n in zip(point, shape))
+    if not on_object(img, (r, c), half):
+        return None
     for size in (half, 2 * half):
         r0, c0 = max(r - size, 0), max(c - size, 0)
         window = img[r0:r + size + 1, c0:c + size + 1]
@@ -67,6 +70,33 @@ def box_from_click(plane: np.ndarray, point: tuple[float, float], half: int | No
         ph, pw = pad * (box[2] - box[0] + 1) + 1, pad * (box[3] - box[1] + 1) + 1
         return _clip((box[0] - ph, box[1] - pw, box[2] + ph, box[3] + pw), shape)
     return fixed_box((r, c), shape, half)
+
+
+def on_object(img: np.ndarray, at: tuple[int, int], half: int, k_sigma: float = 3.0) -> bool:
+    """Whether pixel ``at`` of ``img`` (H, W) is on an object rather than background.
+
+    In a context of 4 ``half`` around the click, Otsu splits objects from background (the
+    larger class, which sets the polarity); the click is on an object when its smoothed
+    level lies beyond the background's noise (``k_sigma`` robust sigmas) and at least half
+    way from the background's median to the threshold.
+    """
+    size = 4 * half
+    r0, c0 = max(at[0] - size, 0), max(at[1] - size, 0)
+    context = img[r0:at[0] + size + 1, c0:at[1] + size + 1]
+    finite = np.isfinite(context)
+    if finite.sum() < 16:
+        return False
+    smooth = ndi.gaussian_filter(np.where(finite, context, np.nanmin(context[finite])), 1.0)
+    if np.ptp(smooth) <= 0:
+        return False  # a flat plane
+    r, c = at[0] - r0, at[1] - c0
+    level = smooth[max(r - 1, 0):r + 2, max(c - 1, 0):c + 2].mean()
+    t = threshold_otsu(smooth)
+    sign = 1.0 if (smooth > t).mean() < 0.5 else -1.0  # objects are the minority
+    background = smooth[sign * (smooth - t) <= 0]
+    median = np.median(background)
+    sigma = 1.4826 * np.median(np.abs(background - median))
+    return bool(sign * (level - median) > max(k_sigma * sigma, 0.5 * sign * (t - median)))
 
 
 def _region_at(window: np.ndarray, at: tuple[int, int]) -> np.ndarray | None:
