@@ -133,6 +133,6 @@ def test_segment_everything_on_the_plane_and_through_the_stack(sam, qtbot, nucle
     assert "cancelled" in widget.ui.status.text() or "objects in" in widget.ui.status.text()
     widget.segment_everything(whole_stack=False)
     qtbot.waitUntil(lambda: not widget.everything.busy, timeout=TIMEOUT_MS)
-    plane = viewer.layers[-1].data
+    plane = [layer for layer in viewer.layers if layer.name.startswith("image SAM automatic")][-1].data
     assert plane[15].any() and not np.delete(plane, 15, 0).any()
     idle(qtbot, widget)

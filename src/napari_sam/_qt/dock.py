@@ -75,10 +75,14 @@ class SamDock(QWidget):
 
     def close_widget(self) -> None:
         """Napari closed the dock: the widget lets go of the viewer and its layers, and
-        everything is deleted."""
+        everything is deleted. (napari's dock keeps a Python reference to this shell, so
+        the shell lets go of the widget and the viewer itself.)"""
         self._closed = True
-        if self.widget is not None:
-            self.widget.teardown()
+        widget, self.widget, self.viewer = self.widget, None, None
+        if widget is not None:
+            widget.teardown()
+            widget.setParent(None)
+            widget.deleteLater()
         self.deleteLater()
 
     def closeEvent(self, event: Any) -> None:  # noqa: N802 (Qt name)

@@ -32,6 +32,7 @@ from .workers import BackgroundJob, Embedder, ModelLoader
 
 PREFETCH = 1  # neighbouring planes embedded ahead, each side
 SCRUB_DELAY_MS = 80
+LOAD_DELAY_MS = 300  # napari lays out the new dock and redraws first
 BOX_HINT = ("{model} is trained on boxes: your click became a box around the object under it. "
             "Drag a rectangle for full control.")
 NO_OBJECT_HINT = "No object under your click: nothing to segment there."
@@ -85,8 +86,10 @@ class SamWidget(QWidget):
         self._connect()
         # napari's close button takes a dock's widget out without closing it: let go then.
         self._undocked = Undocked(self, self.close_widget)
-        self._load_model()
         self._pick_first_image()
+        # After the first rebuild has made the layers: loading a model holds the GIL in
+        # long stretches, which would make building the layers stall the GUI for seconds.
+        QTimer.singleShot(LOAD_DELAY_MS, self._load_model)
 
     # ------------------------------------------------------------------ wiring
 
@@ -422,6 +425,7 @@ class SamWidget(QWidget):
         if labels is None:
             labels = new_output_layer(self.viewer, view, {ROLE: "labels", "napari_sam_image": image_key(view.layer)})
             self.ui.output.set_layer(labels)
+            self._raise_own_layers()
         return labels
 
     def propagate(self) -> None:
