@@ -11,7 +11,7 @@ propagation the time per object and the mean 3D IoU (one ground-truth box on eac
 middle slice). With ``--workers N`` it also times the
 volume on a dask LocalCluster of N workers (files and seed groups as tasks, as
 ``napari-sam segment --scheduler local`` runs them) and checks its labels against the serial run's.
-The grid method needs a point-trained model; with box-trained LiteMedSAM it is timed only.
+The grid method needs a point-trained model: with box-trained LiteMedSAM it is refused.
 """
 
 from __future__ import annotations
@@ -47,8 +47,8 @@ def main() -> None:
     predictor = Predictor(load_model("lite_medsam", device="cpu", precision="fp32"))
     image = tifffile.imread(ROOT / "tests/data/nuclei2d.tif")
     truth = tifffile.imread(ROOT / "tests/data/nuclei2d_labels.tif")
-    for method, params in [("boxes", AutoParams(method="boxes")),
-                           ("grid 32x32", AutoParams(method="grid", points_per_side=32))]:
+    print("automatic grid: refused for box-trained LiteMedSAM (it needs a point-trained model)")
+    for method, params in [("boxes", AutoParams(method="boxes"))]:
         t0 = time.perf_counter()
         labels = segment_everything(predictor, image, params)
         elapsed = time.perf_counter() - t0
