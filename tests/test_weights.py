@@ -201,6 +201,18 @@ def test_download_verifies_reports_progress_and_writes_marker(server, cache, mak
     assert server.hits("/w/tiny.pth") == 1
 
 
+@pytest.mark.parametrize("umask", [0o022, 0o002])
+def test_downloaded_weights_are_readable_by_the_lab(server, cache, make_spec, umask):
+    """A shared model cache: the file gets the permissions of any new file, not 0o600."""
+    url = server.route("/w/tiny.pth", send_bytes(PAYLOAD))
+    old = os.umask(umask)
+    try:
+        path = resolve_checkpoint(make_spec(url))
+    finally:
+        os.umask(old)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask
+
+
 def test_cached_file_without_marker_is_verified_once(cache, make_spec):
     spec = make_spec("http://127.0.0.1:9/never-used")
     cache.mkdir()

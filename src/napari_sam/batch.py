@@ -13,7 +13,6 @@ import functools
 import os
 import tempfile
 import traceback
-import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import partial
@@ -21,6 +20,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
+
+from .files import part_file
 
 if TYPE_CHECKING:  # imported where used: they pull in torch
     from .automatic import AutoParams
@@ -218,9 +219,8 @@ def write_labels(path: Path, labels: np.ndarray) -> None:
     of any new file (0o666 less the umask)."""
     dtype = np.uint16 if labels.max(initial=0) < 2**16 else np.uint32
     path.parent.mkdir(parents=True, exist_ok=True)
-    # Not tempfile.mkstemp: its files are private (0o600), and the rename would keep that.
-    tmp = path.parent / f".{path.name}.{uuid.uuid4().hex[:12]}.part"
-    os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+    fd, tmp = part_file(path)
+    os.close(fd)
     try:
         import tifffile
 

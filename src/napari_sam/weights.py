@@ -17,7 +17,6 @@ import http.client
 import importlib.metadata
 import json
 import os
-import tempfile
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -28,6 +27,7 @@ from typing import BinaryIO, Literal
 import platformdirs
 from filelock import FileLock, Timeout
 
+from .files import part_file
 from .registry import ModelSpec
 
 __all__ = [
@@ -316,10 +316,9 @@ def _fetch(spec: ModelSpec, dest: Path, progress: Progress | None, timeout: floa
     if url is None:
         raise WeightsError(_no_url_message(spec))
     try:
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=PART_SUFFIX, dir=dest.parent)
+        fd, tmp = part_file(dest, PART_SUFFIX)
     except OSError as exc:
         raise WeightsError(_failure_message(spec, url, _write_problem(exc))) from exc
-    tmp = Path(tmp_name)
     try:
         with os.fdopen(fd, "wb") as out:
             digest, size = _stream(spec, url, out, progress, timeout)
