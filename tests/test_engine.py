@@ -227,3 +227,30 @@ def test_real_model_embedding_from_cache_matches_direct(lite_predictor, nuclei3d
     b = lite_predictor.predict(direct, box=box).masks
     assert (a != b).mean() < 0.01
     assert engine.key(src, (15,))[0] == "lite_medsam"
+
+
+def test_the_decoders_image_side_is_prepared_once_per_plane_on_the_widgets_calls(nuclei3d):
+    """The widget reads the plane's embedding from the cache for every prompt (each read is
+    a new float32 tensor) and decodes: the prompt-independent decoder work must run once per
+    plane, not once per prompt, and again only for another plane."""
+    from napari_sam import Predictor, load_model
+
+    predictor = Predictor(load_model("lite_medsam", device="cpu", precision="fp32"))
+    decoder = predictor.model.mask_decoder
+    prepare, calls = decoder.prepare_image, []
+    decoder.prepare_image = lambda *args: calls.append(1) or prepare(*args)
+    image, _ = nuclei3d
+    engine = Engine(predictor, EmbeddingCache())
+    src = PlaneSource(image)
+    engine.embedding(src, (15,))
+    engine.embedding(src, (16,))
+    first = None
+    for box in [(20, 15, 40, 40), (10, 10, 30, 30), (20, 15, 40, 40)]:  # the widget's sequence
+        embedding = engine.cached(src, (15,))
+        out = predictor.predict(embedding, box=box)
+        first = out if first is None else first
+    assert len(calls) == 1
+    assert np.array_equal(out.masks, first.masks)  # the third prompt repeats the first: same mask
+    predictor.predict(engine.cached(src, (16,)), box=(20, 15, 40, 40))
+    predictor.predict(engine.cached(src, (16,)), box=(10, 10, 30, 30))
+    assert len(calls) == 2

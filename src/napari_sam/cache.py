@@ -56,7 +56,8 @@ class EmbeddingCache:
                 return None
             self.hits += 1
             self._items.move_to_end(key)
-        return dataclasses.replace(stored, features=stored.features.to(device=device, dtype=torch.float32))
+        return dataclasses.replace(stored, features=stored.features.to(device=device, dtype=torch.float32),
+                                   origin=stored.features)
 
     def put(self, key: Key, embedding: Embedding) -> None:
         """Store ``embedding`` under ``key``, evicting the least recently used as needed.
@@ -64,7 +65,7 @@ class EmbeddingCache:
         An embedding larger than the whole budget is not stored.
         """
         half = embedding.features.detach().to(device="cpu", dtype=torch.float16).contiguous()
-        stored = dataclasses.replace(embedding, features=half)
+        stored = dataclasses.replace(embedding, features=half, origin=None)
         size = stored.nbytes
         with self._lock:
             old = self._items.pop(key, None)

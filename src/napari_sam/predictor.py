@@ -3,7 +3,7 @@ three candidate masks and their predicted IoU. No napari here."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -28,6 +28,9 @@ class Embedding:
     input_size: tuple[int, int]  # (h, w) after resizing the longest side to img_size
     img_size: int  # the model's square input side
     model_name: str = ""
+    # What this embedding was read from (an embedding cache's stored features), so the
+    # decoder's per-embedding work is reused across reads that each give new tensors.
+    origin: object = field(default=None, compare=False, repr=False)
 
     @property
     def scale(self) -> tuple[float, float]:
@@ -74,7 +77,7 @@ class Predictor:
         self.model_name = spec.name if spec is not None else model.arch
         self.box_only = bool(spec.box_only) if spec is not None else model.arch == "lite_medsam"
         self._zoom: Zoom | None = None
-        self._prepared: tuple[torch.Tensor, PreparedImage] | None = None
+        self._prepared: tuple[object, PreparedImage] | None = None
 
     @property
     def device(self) -> torch.device:
@@ -212,13 +215,14 @@ class Predictor:
     def _prepared_image(self, embedding: Embedding) -> PreparedImage:
         """The decoder's prompt-independent work for ``embedding`` (without a mask prompt),
         kept for the last embedding used: every prompt after the first on a plane skips it."""
+        ident = embedding.features if embedding.origin is None else embedding.origin
         cached = self._prepared
-        if cached is not None and cached[0] is embedding.features:
+        if cached is not None and cached[0] is ident:
             return cached[1]
         pe = self.model.prompt_encoder
         features = embedding.features.to(self.device, torch.float32)
         prepared = self.model.mask_decoder.prepare_image(features, pe.dense_pe(), pe.no_mask_dense())
-        self._prepared = (embedding.features, prepared)
+        self._prepared = (ident, prepared)
         return prepared
 
     def upscale(self, logits: torch.Tensor, embedding: Embedding) -> torch.Tensor:
