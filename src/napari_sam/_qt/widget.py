@@ -36,6 +36,8 @@ LOAD_DELAY_MS = 300  # napari lays out the new dock and redraws first
 BOX_HINT = ("{model} is trained on boxes: your click became a box around the object under it. "
             "Drag a rectangle for full control.")
 NO_OBJECT_HINT = "No object under your click: nothing to segment there."
+IMAGE_KEY = "napari_sam_image"  # metadata of an output labels layer: the image it was made for
+GEOMETRY = ("data", "scale", "translate")  # image layer events that change the planes
 
 
 def image_key(layer: Any) -> str:
@@ -256,15 +258,17 @@ class SamWidget(QWidget):
 
     def set_image(self, layer: Image | None) -> None:
         """Work on ``layer`` (None: on nothing); prompts and candidates start afresh."""
-        geometry = ("data", "scale", "translate")
-        if self._image is not None:
-            for name in geometry:
-                getattr(self._image.events, name).disconnect(self.schedule_rebuild)
+        self._follow_geometry(False)
         self._image = layer
-        if layer is not None:
-            for name in geometry:
-                getattr(layer.events, name).connect(self.schedule_rebuild)
+        self._follow_geometry(True)
         self.schedule_rebuild()
+
+    def _follow_geometry(self, follow: bool) -> None:
+        """(Dis)connect the image layer's geometry events from the rebuild."""
+        if self._image is not None:
+            for name in GEOMETRY:
+                emitter = getattr(self._image.events, name)
+                (emitter.connect if follow else emitter.disconnect)(self.schedule_rebuild)
 
     def _remember_output(self, labels: Labels | None) -> None:
         if self._image is not None and labels is not None:
@@ -280,7 +284,7 @@ class SamWidget(QWidget):
         if known is not None and known in self.viewer.layers and self._fits_output(known):
             return known
         for layer in self.viewer.layers:
-            if layer.metadata.get("napari_sam_image") == key and self._fits_output(layer):
+            if layer.metadata.get(IMAGE_KEY) == key and self._fits_output(layer):
                 return layer
         return None
 
@@ -423,7 +427,7 @@ class SamWidget(QWidget):
         """The chosen output labels layer, made (and chosen) on the first commit."""
         labels = self.ui.output.layer()
         if labels is None:
-            labels = new_output_layer(self.viewer, view, {ROLE: "labels", "napari_sam_image": image_key(view.layer)})
+            labels = new_output_layer(self.viewer, view, {ROLE: "labels", IMAGE_KEY: image_key(view.layer)})
             self.ui.output.set_layer(labels)
             self._raise_own_layers()
         return labels
@@ -564,10 +568,8 @@ class SamWidget(QWidget):
         for emitter, callback in self._listening:
             emitter.disconnect(callback)
         self._listening.clear()
-        if self._image is not None:
-            for name in ("data", "scale", "translate"):
-                getattr(self._image.events, name).disconnect(self.schedule_rebuild)
-            self._image = None
+        self._follow_geometry(False)
+        self._image = None
         self.ui.image.detach()
         self.ui.output.detach()
         self.prompts.detach()
