@@ -44,11 +44,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _box_from_click():
-    """The widget's click->box policy, wherever this checkout keeps it."""
-    try:
-        from napari_sam.interactive.click_box import box_from_click
-    except ImportError:
-        from napari_sam._qt.point_box import box_from_click
+    """The widget's click->box policy."""
+    from napari_sam.interactive.click_box import box_from_click
+
     return box_from_click
 
 

@@ -52,17 +52,17 @@ def test_commit_through_the_stack_is_one_3d_object_and_one_undo(sam, qtbot):
 
 
 def test_propagation_can_be_cancelled_and_commits_nothing(sam, qtbot, monkeypatch):
-    from napari_sam._qt import stack
+    from napari_sam.interactive import jobs
 
     volume, a, _ = _stack()
     release = threading.Event()
-    real = stack.propagate
+    real = jobs.propagate
 
     def held(*args, cancel, **kwargs):
         assert release.wait(TIMEOUT_MS / 1000)
         return real(*args, cancel=cancel, **kwargs)
 
-    monkeypatch.setattr(stack, "propagate", held)
+    monkeypatch.setattr(jobs, "propagate", held)
     viewer, widget = sam(volume)
     go_to(viewer, widget, qtbot, 6)
     widget.prompts.boxes.add_rectangles(box3d(6, regionprops(a[6].astype(int))[0].bbox))

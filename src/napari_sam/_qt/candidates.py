@@ -7,7 +7,6 @@ to the plane the candidates belong to: a 500-frame movie costs one plane, not 50
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -18,8 +17,8 @@ from qtpy.QtWidgets import QButtonGroup, QHBoxLayout, QRadioButton, QWidget
 
 from ..engine import Index
 from ..predictor import Candidates
-from .planes import PlaneView
-from .prompts import ROLE, PlanePrompts, own_layer
+from ..interactive.planes import PlaneView
+from .prompts import ROLE, own_layer
 
 # One colour per candidate, so switching candidates is visible even when masks agree.
 _COLORS = {None: [0, 0, 0, 0], 0: [0, 0, 0, 0], 1: "#ffd21f", 2: "#1fd2ff", 3: "#ff6b1f"}
@@ -140,29 +139,6 @@ class CandidateView:
 def one_plane(view: PlaneView) -> tuple[int, ...]:
     """The labels-space shape of one plane of ``view``: 1 along every stack axis."""
     return tuple(n if j in view.plane_axes else 1 for j, n in enumerate(view.shape))
-
-
-@dataclass
-class Refinement:
-    """SAM refines with the previous low-res logits when the user only adds points."""
-
-    key: Any = None
-    n_points: int = 0
-    box: np.ndarray | None = None
-    logits: np.ndarray | None = None
-
-    def remember(self, key: Any, prompts: PlanePrompts, candidates: Candidates) -> None:
-        self.key, self.n_points, self.box = key, len(prompts.points), prompts.box
-        self.logits = candidates.logits[candidates.best]
-
-    def mask_input(self, key: Any, prompts: PlanePrompts) -> np.ndarray | None:
-        """The last logits if ``prompts`` only add points to the last prompts on ``key``."""
-        if self.logits is None or key != self.key or len(prompts.points) <= self.n_points:
-            return None
-        if (self.box is None) != (prompts.box is None):
-            return None
-        same_box = self.box is None or np.array_equal(self.box, prompts.box)
-        return self.logits if same_box else None
 
 
 class CandidateButtons(QWidget):

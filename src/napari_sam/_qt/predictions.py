@@ -12,8 +12,9 @@ from qtpy.QtCore import QObject, Signal
 
 from ..engine import Engine, Index
 from ..predictor import Candidates
-from .candidates import CandidateView, Refinement
-from .planes import PlaneView
+from ..interactive.planes import PlaneView
+from ..interactive.refine import Refinement
+from .candidates import CandidateView
 from .prompts import PromptLayers
 from .workers import Decoder
 

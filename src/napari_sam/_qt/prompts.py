@@ -11,15 +11,15 @@ again adopts the layers of the one before instead of adding a second set.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 from napari.layers import Points, Shapes
 
 from ..engine import Index
-from .planes import PlaneView
-from .point_box import box_from_click
+from ..interactive.click_box import box_from_click
+from ..interactive.planes import PlaneView
+from ..interactive.prompts import PlanePrompts
 
 POSITIVE_COLOR = np.array([0.2, 1.0, 0.2, 1.0])
 NEGATIVE_COLOR = np.array([1.0, 0.2, 0.8, 1.0])
@@ -35,19 +35,6 @@ def own_layer(viewer: Any, role: str, ndim: int, scale: np.ndarray, translate: n
                 and np.allclose(layer.translate, translate)):
             return layer
     return None
-
-
-@dataclass(frozen=True)
-class PlanePrompts:
-    """Prompts of one plane, in plane pixels: points (N, 2), labels (N,), box or None."""
-
-    points: np.ndarray
-    labels: np.ndarray
-    box: np.ndarray | None
-
-    @property
-    def empty(self) -> bool:
-        return len(self.points) == 0 and self.box is None
 
 
 class PromptLayers:

@@ -1,9 +1,10 @@
 """The napari dock widget: image, model, prompts -> three scored candidates -> undoable commit.
 
-This module only wires things together. Plane geometry lives in :mod:`.planes`, prompt
-layers in :mod:`.prompts`, candidate display in :mod:`.candidates`, the commit in
-:mod:`.commit`, decoding in :mod:`.predictions` and all model work in :mod:`.workers`
-(never on the GUI thread).
+This module only wires things together. The Qt-free parts of the loop (plane geometry,
+click -> box, the commit, the background jobs) live in :mod:`napari_sam.interactive`; here,
+prompt layers are in :mod:`.prompts`, candidate display in :mod:`.candidates`, the labels
+layers made in :mod:`.output`, decoding in :mod:`.predictions` and all model work in
+:mod:`.workers` (never on the GUI thread).
 """
 
 from __future__ import annotations
@@ -17,17 +18,18 @@ from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import QVBoxLayout, QWidget
 
 from ..engine import Engine, EmbeddingCache, Index, PlaneReady
+from ..interactive.commit import commit_mask, commit_volume
+from ..interactive.jobs import everything_job, propagation_job
+from ..interactive.planes import PlaneView, displayed_axes
+from ..interactive.stack import StackAlong
 from ..registry import get_spec
 from ..weights import checkpoint_status
 from .candidates import CandidateView
-from .commit import commit_mask, commit_volume, new_output_layer
 from .controls import CANCEL, CANCEL_PROPAGATE, EVERYTHING_PLANE, EVERYTHING_STACK, PROPAGATE, Controls, LayerCombo
-from .everything import add_labels, everything_job
 from .lifecycle import Undocked
-from .planes import PlaneView, displayed_axes
-from .prompts import ROLE, PromptLayers
+from .output import add_labels, new_output_layer
 from .predictions import Predictions
-from .stack import StackAlong, propagation_job
+from .prompts import ROLE, PromptLayers
 from .workers import BackgroundJob, Embedder, ModelLoader
 
 PREFETCH = 1  # neighbouring planes embedded ahead, each side
@@ -499,6 +501,7 @@ class SamWidget(QWidget):
             return
         view, index = context
         layer = add_labels(self.viewer, view, index, labels)
+        self._raise_own_layers()
         self._everything_ended(f"segment everything: {int(labels.max())} objects in {layer.name!r}")
 
     def _everything_ended(self, status: str) -> None:

@@ -100,18 +100,3 @@ def labels_dtype(image_dtype: Any) -> np.dtype:
     dtype = np.dtype(image_dtype)
     small = dtype == bool or (np.issubdtype(dtype, np.integer) and dtype.itemsize <= 2)
     return np.dtype(np.uint16 if small else np.uint32)
-
-
-def new_output_layer(viewer: Any, view: PlaneView, metadata: dict[str, Any] | None = None) -> Any:
-    """An empty Labels layer matching the image, added without stealing focus."""
-    from napari.layers import Labels
-
-    scale, translate = view.scale_translate()
-    labels = Labels(np.zeros(view.shape, dtype=labels_dtype(view.source.data.dtype)),
-                    name=f"{view.layer.name} SAM labels", scale=scale, translate=translate,
-                    metadata=dict(metadata or {}))
-    active = viewer.layers.selection.active
-    viewer.layers.append(labels)
-    if active is not None and active in viewer.layers:
-        viewer.layers.selection.active = active
-    return labels

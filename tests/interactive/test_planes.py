@@ -7,7 +7,7 @@ import pytest
 from napari.components import ViewerModel
 from napari.layers import Image
 
-from napari_sam._qt.planes import PlaneView, displayed_axes
+from napari_sam.interactive.planes import PlaneView, displayed_axes
 
 
 def test_2d_image_is_a_single_plane():

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from napari.layers import Image, Labels
 
-from napari_sam._qt.commit import CommitRefused, commit_mask, labels_dtype, next_free_id
-from napari_sam._qt.planes import PlaneView
+from napari_sam.interactive.commit import CommitRefused, commit_mask, labels_dtype, next_free_id
+from napari_sam.interactive.planes import PlaneView
 
 
 def stack_view(shape=(3, 6, 7)) -> PlaneView:

@@ -1,0 +1,48 @@
+"""The labels layers the widget makes: the output of commits, and segment-everything results."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ..engine import Index
+from ..interactive.commit import labels_dtype
+from ..interactive.planes import PlaneView
+from ..interactive.stack import StackAlong
+
+
+def new_output_layer(viewer: Any, view: PlaneView, metadata: dict[str, Any] | None = None) -> Any:
+    """An empty Labels layer matching the image, added without stealing focus."""
+    from napari.layers import Labels
+
+    scale, translate = view.scale_translate()
+    labels = Labels(np.zeros(view.shape, dtype=labels_dtype(view.source.data.dtype)),
+                    name=f"{view.layer.name} SAM labels", scale=scale, translate=translate,
+                    metadata=dict(metadata or {}))
+    active = viewer.layers.selection.active
+    viewer.layers.append(labels)
+    if active is not None and active in viewer.layers:
+        viewer.layers.selection.active = active
+    return labels
+
+
+def add_labels(viewer: Any, view: PlaneView, index: Index, labels: np.ndarray) -> Any:
+    """A new Labels layer matching the image, holding ``labels`` at ``index``: a plane, or
+    a (Z, H, W) stack along the axis next to the plane."""
+    from napari.layers import Labels
+
+    data = np.zeros(view.shape, dtype=labels_dtype(view.source.data.dtype))
+    if labels.ndim == 2:
+        view.plane_of(data, index)[...] = labels
+    else:
+        stack = StackAlong(view.source, index)
+        for k in range(labels.shape[0]):
+            view.plane_of(data, stack.at(k))[...] = labels[k]
+    scale, translate = view.scale_translate()
+    layer = Labels(data, name=f"{view.layer.name} SAM automatic", scale=scale, translate=translate)
+    active = viewer.layers.selection.active
+    viewer.layers.append(layer)
+    if active is not None and active in viewer.layers:
+        viewer.layers.selection.active = active  # the user goes on prompting where they were
+    return layer
