@@ -45,7 +45,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def _box_from_click():
     """The widget's click->box policy."""
-    from napari_sam.interactive.click_box import box_from_click
+    from napari_sam.click_box import box_from_click
 
     return box_from_click
 

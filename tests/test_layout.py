@@ -40,4 +40,4 @@ def test_no_module_outside_qt_imports_a_qt_binding():
 
 def test_the_interactive_core_imports_neither_qt_nor_napari():
     count, gui = imported("napari_sam.interactive")
-    assert count >= 7 and gui == set(), gui
+    assert count >= 6 and gui == set(), gui

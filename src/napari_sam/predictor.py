@@ -111,7 +111,8 @@ class Predictor:
         allows, and large planes are served window by window; the masks are (K, H, W) at
         the plane's size. Window embeddings are kept in ``cache`` (anything with
         ``get(key)``/``put(key, embedding)``), by default a small LRU of this predictor.
-        Box-only models (LiteMedSAM) get a box made from point prompts. See :mod:`.zoom`.
+        Box-only models (LiteMedSAM) get the box around the object under the clicks
+        (:mod:`.click_box`); a click on background gives empty candidates scored 0. See :mod:`.zoom`.
         """
         if self._zoom is None:
             self._zoom = Zoom(self)

@@ -17,7 +17,7 @@ import numpy as np
 from napari.layers import Points, Shapes
 
 from ..engine import Index
-from ..interactive.click_box import box_from_click
+from ..click_box import box_from_click
 from ..interactive.planes import PlaneView
 from ..interactive.prompts import PlanePrompts
 

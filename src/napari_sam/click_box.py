@@ -1,4 +1,5 @@
-"""Turn a click into a box, for box-only models (LiteMedSAM). Pure numpy/scipy/scikit-image.
+"""Turn a click into a box, for box-only models (LiteMedSAM): the one click -> box policy,
+used by the widget and by :meth:`~napari_sam.Predictor.segment`. Pure numpy/scipy/scikit-image.
 
 Around the click, the smoothed plane is thresholded half way between the local
 background and the click's own level (bright objects on dark, or dark on bright,
