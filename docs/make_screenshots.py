@@ -30,6 +30,13 @@ from napari_sam._sample_data import sample_nuclei_2d, sample_nuclei_3d, syntheti
 IMAGES = Path(__file__).parent / "images"
 
 
+def open_widget(viewer):
+    """The SAM widget, docked from the plugin manifest as napari's menu does."""
+    _, dock = viewer.window.add_plugin_dock_widget("napari-sam-kit", "Segment Anything")
+    wait(lambda: dock.widget is not None)  # the dock imports PyTorch on a worker first
+    return dock.widget
+
+
 def wait(condition, timeout: float = 120.0) -> None:
     app = QApplication.instance()
     start = time.perf_counter()
@@ -58,7 +65,7 @@ def widget_screenshot() -> None:
     viewer = napari.Viewer(title="napari-sam-kit")
     viewer.window._qt_window.resize(1500, 950)
     viewer.open_sample("napari-sam-kit", "nuclei_2d")
-    _, widget = viewer.window.add_plugin_dock_widget("napari-sam-kit", "Segment Anything")
+    widget = open_widget(viewer)
     wait(lambda: widget.engine is not None and widget.view is not None and widget.index is not None)
     wait(lambda: widget.engine.cached(widget.view.source, widget.index) is not None)
 
@@ -91,7 +98,7 @@ def stack_screenshot() -> None:
     viewer = napari.Viewer(title="napari-sam-kit")
     viewer.window._qt_window.resize(1500, 950)
     viewer.open_sample("napari-sam-kit", "nuclei_3d")
-    _, widget = viewer.window.add_plugin_dock_widget("napari-sam-kit", "Segment Anything")
+    widget = open_widget(viewer)
     wait(lambda: widget.engine is not None and widget.view is not None)
     z = 8
     viewer.dims.set_current_step(0, z)

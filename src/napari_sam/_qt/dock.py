@@ -60,6 +60,7 @@ class SamDock(QWidget):
         self.status = QLabel(LOADING)
         self.status.setWordWrap(True)
         layout.addWidget(self.status)
+        layout.addStretch(1)  # the form starts at the top, whatever height the dock has
         self._undocked = Undocked(self, self.close_widget)
         worker = create_worker(import_widget, _start_thread=False, _ignore_errors=True)
         worker.returned.connect(guarded(self, self._build))
@@ -71,7 +72,7 @@ class SamDock(QWidget):
             return
         self.widget = widget_class(self.viewer)
         self.status.hide()
-        self.layout().addWidget(self.widget)
+        self.layout().insertWidget(1, self.widget)
 
     def close_widget(self) -> None:
         """Napari closed the dock: the widget lets go of the viewer and its layers, and
