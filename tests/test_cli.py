@@ -62,7 +62,7 @@ def refused(capsys, argv, *needles):
 def test_segment_never_writes_over_its_input_file(images, model_loads, capsys):
     before = contents(images)
     same = str(images / "a.tif")
-    refused(capsys, ["segment", same, "-o", same, "--overwrite"], "is the input", "a_labels.tif")
+    refused(capsys, ["segment", same, "-o", same, "--overwrite"], "is the input", "a_sam_labels.tif")
     # The same file by another name: a folder output that would put a.tif in place of a.tif.
     refused(capsys, ["segment", same, "-o", str(images), "--overwrite"], "is the input")
     refused(capsys, ["segment", same, "-o", str(images / ".." / "imgs" / "a.tif")], "is the input")
@@ -83,7 +83,7 @@ def test_segment_refuses_the_input_folder_as_output_folder(images, tmp_path, mod
     before = contents(images)
     (tmp_path / "link").symlink_to(images)
     for output in (images, f"{images}/.", tmp_path / "link"):
-        refused(capsys, ["segment", str(images), "-o", str(output), *overwrite], "is the input folder", "imgs_labels")
+        refused(capsys, ["segment", str(images), "-o", str(output), *overwrite], "is the input folder", "imgs_sam_labels")
     assert contents(images) == before and model_loads == []
 
 

@@ -123,10 +123,11 @@ def _path_identities(path: str) -> tuple[tuple, ...]:
 
 
 def _suggest(source: Path) -> Path:
-    """A place for the labels of ``source`` next to it: ``cells_labels`` or ``cells_labels.tif``."""
+    """A place for the labels of ``source`` next to it: ``cells_sam_labels`` or
+    ``cells_sam_labels.tif`` (not ``cells_labels``: often a lab's ground truth)."""
     if source.is_dir() and source.suffix.lower() != ".zarr":
-        return source.parent / f"{source.name}_labels"
-    return source.parent / f"{_stem(source)}_labels.tif"
+        return source.parent / f"{source.name}_sam_labels"
+    return source.parent / f"{_stem(source)}_sam_labels.tif"
 
 
 def same_path(a: str | Path, b: str | Path) -> bool:
