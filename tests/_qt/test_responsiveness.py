@@ -14,7 +14,9 @@ from napari_sam.engine import EmbeddingCache, Engine, PlaneSource
 from .conftest import TIMEOUT_MS, idle
 
 MAX_GAP_S = 0.1
-MAX_OPEN_GAP_S = 0.3  # opening the widget (the issue: napari froze 4-6 s)
+# Opening the widget, beyond napari's own cost of adding the layers (the issue: napari froze
+# 4-6 s). CI machines are shared: 0.3 s flaked at 1.28 s against napari's 0.82 s there.
+MAX_OPEN_GAP_S = 1.0
 
 
 class Ticker:
