@@ -8,7 +8,8 @@ import pytest
 
 from napari_sam.cache import EmbeddingCache
 from napari_sam.metrics import iou
-from napari_sam.zoom import Window, Zoom, plan_window, prompt_extent
+from napari_sam.prompting import PromptService, prompt_extent
+from napari_sam.windows import Window, plan_window
 
 from .conftest import gt_boxes
 
@@ -32,7 +33,7 @@ class CountingCache:
 @pytest.fixture(scope="module")
 def zoom(lite_predictor):
     # Large enough for every window of the nuclei plane and its variants in this module.
-    return Zoom(lite_predictor, EmbeddingCache())
+    return PromptService(lite_predictor, EmbeddingCache())
 
 
 def mean_box_iou(zoom, image, labels, boxes):

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 from scipy import ndimage as ndi
+from skimage.feature import peak_local_max
 from skimage.filters import threshold_otsu
 from skimage.morphology import h_maxima
 from skimage.segmentation import watershed
@@ -20,6 +21,7 @@ Box = tuple[float, float, float, float]
 
 SPLIT_SIGMA = 1.0
 SPLIT_H = 0.05
+CLUMP_SPAN = 1.6  # a region wider than this many object diameters holds several objects
 
 
 def default_half_size(shape: tuple[int, int]) -> int:
@@ -35,13 +37,15 @@ def fixed_box(point: tuple[float, float], shape: tuple[int, int], half: int) -> 
 
 
 def box_from_click(plane: np.ndarray, point: tuple[float, float], half: int | None = None,
-                   pad: float = 0.0) -> Box | None:
+                   pad: float = 0.0, diameter: float | None = None) -> Box | None:
     """A (min_row, min_col, max_row, max_col) box around the object under ``point``, or
     None when the click is on background.
 
     ``plane`` is (H, W) or (H, W, C) of any numeric dtype; ``point`` is (row, col);
     ``half`` is the search window's half-side; the box is widened by ``pad`` times its
-    size plus one pixel on each side (tight boxes suit LiteMedSAM best).
+    size plus one pixel on each side (tight boxes suit LiteMedSAM best). ``diameter``, the
+    objects' typical size, splits a region much larger than one object (touching
+    objects the threshold merged) into objects of about that size.
     """
     img = np.asarray(plane, dtype=np.float32)
     if img.ndim == 3:
@@ -54,7 +58,7 @@ def box_from_click(plane: np.ndarray, point: tuple[float, float], half: int | No
     for size in (half, 2 * half):
         r0, c0 = max(r - size, 0), max(c - size, 0)
         window = img[r0:r + size + 1, c0:c + size + 1]
-        region = _region_at(window, (r - r0, c - c0))
+        region = _region_at(window, (r - r0, c - c0), diameter)
         if region is None:
             return None if size == half else fixed_box((r, c), shape, half)
         rows, cols = np.nonzero(region)
@@ -100,7 +104,7 @@ def on_object(img: np.ndarray, at: tuple[int, int], half: int, k_sigma: float = 
     return bool(sign * (level - median) > max(k_sigma * sigma, 0.5 * sign * (t - median)))
 
 
-def _region_at(window: np.ndarray, at: tuple[int, int]) -> np.ndarray | None:
+def _region_at(window: np.ndarray, at: tuple[int, int], diameter: float | None = None) -> np.ndarray | None:
     """The connected same-side-of-Otsu region of the smoothed window containing ``at``."""
     finite = np.isfinite(window)
     if finite.sum() < 16:
@@ -121,7 +125,12 @@ def _region_at(window: np.ndarray, at: tuple[int, int]) -> np.ndarray | None:
     side = ndi.binary_opening(side, iterations=1) | (side & _disk_at(side.shape, at, 1))
     labelled, _ = ndi.label(side)
     lab = labelled[at]
-    return None if lab == 0 else _split_clump(labelled == lab, at, smooth, bright)
+    if lab == 0:
+        return None
+    region = _split_clump(labelled == lab, at, smooth, bright)
+    if diameter is not None and _span(region) > CLUMP_SPAN * diameter:
+        region = _split_by_size(region, at, smooth, bright, diameter)
+    return region
 
 
 def _split_clump(region: np.ndarray, at: tuple[int, int], smooth: np.ndarray, bright: bool) -> np.ndarray:
@@ -135,6 +144,28 @@ def _split_clump(region: np.ndarray, at: tuple[int, int], smooth: np.ndarray, br
     markers, n = ndi.label(h_maxima(relief, SPLIT_H) & region)
     if n < 2:
         return region
+    basins = watershed(-relief, markers, mask=region)
+    return basins == basins[at] if basins[at] else region
+
+
+def _span(region: np.ndarray) -> int:
+    rows, cols = np.flatnonzero(region.any(1)), np.flatnonzero(region.any(0))
+    return int(max(rows[-1] - rows[0], cols[-1] - cols[0]) + 1)
+
+
+def _split_by_size(region: np.ndarray, at: tuple[int, int], smooth: np.ndarray, bright: bool,
+                   diameter: float) -> np.ndarray:
+    """A clump far wider than one object: seed a watershed with the blobs of about one
+    object's size (maxima of the scale-normalised Laplacian of Gaussian at that scale, at
+    least half a diameter apart), and keep the basin under the click."""
+    sigma = diameter / (2 * np.sqrt(2))  # a disc of this diameter responds most at this scale
+    level = smooth if bright else -smooth
+    relief = -sigma ** 2 * ndi.gaussian_laplace(level, sigma)
+    peaks = peak_local_max(relief, min_distance=max(2, int(diameter / 2)), labels=region.astype(int))
+    if len(peaks) < 2:
+        return region
+    markers = np.zeros(region.shape, np.int32)
+    markers[tuple(peaks.T)] = np.arange(1, len(peaks) + 1)
     basins = watershed(-relief, markers, mask=region)
     return basins == basins[at] if basins[at] else region
 

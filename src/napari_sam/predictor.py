@@ -14,7 +14,7 @@ from .imaging import DEFAULT_PERCENTILES, as_plane, model_input
 from .model import Sam
 from .model.fast import decoder_autocast, encoder_input
 from .model.transformer import PreparedImage
-from .zoom import BOX_ONLY_CUT_STEP, Cache, Zoom
+from .prompting import Cache, PromptService
 
 LOW_RES = 256  # side of the decoder's mask logits
 
@@ -76,7 +76,7 @@ class Predictor:
             "minmax" if model.arch == "lite_medsam" else "sam")
         self.model_name = spec.name if spec is not None else model.arch
         self.box_only = bool(spec.box_only) if spec is not None else model.arch == "lite_medsam"
-        self._zoom: Zoom | None = None
+        self._service: PromptService | None = None
         self._prepared: tuple[object, PreparedImage] | None = None
 
     @property
@@ -104,6 +104,7 @@ class Predictor:
         box: object = None,
         multimask: bool = True,
         cache: Cache | None = None,
+        diameter: float | None = None,
     ) -> Candidates:
         """Answer one prompt on a whole plane, working on a zoomed window around it.
 
@@ -111,14 +112,18 @@ class Predictor:
         allows, and large planes are served window by window; the masks are (K, H, W) at
         the plane's size. Window embeddings are kept in ``cache`` (anything with
         ``get(key)``/``put(key, embedding)``), by default a small LRU of this predictor.
-        Box-only models (LiteMedSAM) get the box around the object under the clicks
-        (:mod:`.click_box`); a click on background gives empty candidates scored 0. See :mod:`.zoom`.
+        ``diameter`` is the objects' typical size in pixels, measured from the image when
+        not given: it sets the zoom for clicks. Box-only models (LiteMedSAM) get the box
+        around the object under the clicks (:mod:`.click_box`); a click on background
+        gives empty candidates scored 0. See :mod:`.prompting`.
         """
-        if self._zoom is None:
-            self._zoom = Zoom(self)
-        if cache is not None and cache is not self._zoom.cache:
-            self._zoom = Zoom(self, cache, self._zoom.settings)
-        return self._zoom.segment(image, points, labels, box, multimask)
+        return self.prompts(cache).segment(image, points, labels, box, multimask, diameter=diameter)
+
+    def prompts(self, cache: Cache | None = None) -> PromptService:
+        """The prompt service of this predictor, over ``cache`` (default: its own LRU)."""
+        if self._service is None or (cache is not None and cache is not self._service.cache):
+            self._service = PromptService(self, cache)
+        return self._service
 
     def predict(
         self,
@@ -131,8 +136,9 @@ class Predictor:
     ) -> Candidates:
         """Decode prompts into candidates: 3 masks with ``multimask``, else 1.
 
-        For box-only models (LiteMedSAM) the three are the single mask cut at logit 0,
-        then tighter and looser, all with its one predicted IoU.
+        For box-only models (LiteMedSAM) the three are the single mask cut at the
+        threshold, then tighter and looser, all with its one predicted IoU (see
+        :meth:`~napari_sam.prompting.PromptService.decode`).
 
         ``labels`` are 1 (object) or 0 (background) per point, all 1 when omitted.
         ``mask_input`` is a previous candidate's low-res logits, (256, 256).
@@ -142,18 +148,7 @@ class Predictor:
         mask = _check_mask_input(mask_input)
         if pts is None and bx is None and mask is None:
             raise ValueError("no prompt given: pass points, a box or a mask_input")
-        if self.box_only and multimask:
-            # Box-trained models' multimask outputs are untrained (flat logits, scores ~0.2):
-            # offer their one mask at the usual cut, then a tighter and a looser one.
-            logits, scores = self.decode(embedding, pts, bx, mask, False)
-            logits, scores = logits.expand(-1, 3, -1, -1), scores.expand(-1, 3)
-            cuts = torch.tensor([0.0, BOX_ONLY_CUT_STEP, -BOX_ONLY_CUT_STEP])
-        else:
-            logits, scores = self.decode(embedding, pts, bx, mask, multimask)
-            cuts = torch.zeros(logits.shape[1])
-        up = self.upscale(logits, embedding)
-        masks = up > cuts.to(up)[:, None, None]
-        return Candidates(masks.cpu().numpy(), scores[0].float().cpu().numpy(), logits[0].float().cpu().numpy())
+        return self.prompts().decode(embedding, pts, bx, mask, multimask)
 
     def decode(
         self,
