@@ -254,3 +254,66 @@ def test_the_decoders_image_side_is_prepared_once_per_plane_on_the_widgets_calls
     predictor.predict(engine.cached(src, (16,)), box=(20, 15, 40, 40))
     predictor.predict(engine.cached(src, (16,)), box=(10, 10, 30, 30))
     assert len(calls) == 2
+
+
+# --------------------------------------------------------------------------- zoomed tiles
+
+
+def test_tiles_are_embedded_nearest_first_and_then_prompts_cost_a_decoder_call(lite_predictor, nuclei2d):
+    """The engine embeds the plane, then its tiles at the objects' zoom, nearest the
+    point asked first; afterwards a box or a click on a typical object embeds nothing more
+    and reuses the decoder's prepared image of its tile."""
+    from napari_sam.engine import Engine, PlaneSource
+    from napari_sam.metrics import iou
+
+    image, labels = nuclei2d
+    crop, truth = image[:256, :256], labels[:256, :256]
+    engine = Engine(lite_predictor)
+    source = PlaneSource(crop)
+    engine.request(source, (), tiles_near=(250.0, 10.0))
+    items = list(engine.run())
+    assert items[0].window is None and items[0].key == engine.key(source, ())  # the plane first
+    assert items[1].key is None  # the tiles planned: object size measured
+    tiles = [item.window for item in items if item.window is not None]
+    assert len(tiles) == 9 and tiles[0].contains(np.array([250.0, 10.0, 251.0, 11.0]))
+    assert engine.tiles_embedded(source, ()) == (9, 9)
+    assert 18 < engine.known_object_size(source, ()) < 30
+
+    calls = engine.prompts.encoder_calls
+    prepared = []
+    prepare = lite_predictor.model.mask_decoder.prepare_image
+    lite_predictor.model.mask_decoder.prepare_image = lambda *a: prepared.append(1) or prepare(*a)
+    try:
+        inner = np.unique(truth[1:-1, 1:-1])[1:]
+        border = np.unique(np.concatenate([truth[0], truth[-1], truth[:, 0], truth[:, -1]]))
+        ids = [k for k in inner if k not in border and (truth == k).sum() > 150][:4]
+        boxes, clicks = [], []
+        for k in ids:
+            rows, cols = np.nonzero(truth == k)
+            box = [rows.min() - 1, cols.min() - 1, rows.max() + 1, cols.max() + 1]
+            first = engine.segment(source, (), box=box)
+            before = len(prepared)
+            again = engine.segment(source, (), box=box)
+            assert len(prepared) == before  # the widget's next prompt on a tile: prepared image reused
+            assert np.array_equal(first.masks, again.masks)
+            boxes.append(iou(first.masks[first.best], truth == k))
+            click = engine.segment(source, (), points=[[rows.mean(), cols.mean()]], labels=[1])
+            clicks.append(iou(click.masks[click.best], truth == k))
+    finally:
+        lite_predictor.model.mask_decoder.prepare_image = prepare
+    assert engine.prompts.encoder_calls == calls  # every window was a tile embedded ahead
+    assert np.mean(boxes) > 0.75 and np.mean(clicks) > 0.6, (boxes, clicks)
+
+
+def test_a_newer_request_drops_the_tiles_of_the_old_one(lite_predictor, nuclei2d):
+    from napari_sam.engine import Engine, PlaneSource
+
+    image, _ = nuclei2d
+    engine = Engine(lite_predictor)
+    a, b = PlaneSource(image[:256, :256].copy()), PlaneSource(image[256:, 256:].copy())
+    engine.request(a, (), tiles_near=(0.0, 0.0))
+    run = engine.run()
+    next(run)  # plane a
+    engine.request(b, ())  # the user moved on before a's tiles were planned
+    rest = list(run)
+    assert [item.source for item in rest] == [b]

@@ -1,6 +1,8 @@
 """Embeddings on demand: read one plane of an nD array, embed it, cache it, prefetch
-its neighbours. No Qt or napari here: the widget drives :meth:`Engine.run` from a
-worker thread, scripts call :meth:`Engine.embedding`.
+its neighbours, and embed ahead the zoomed windows (tiles) that answer prompts on the
+plane on screen. No Qt or napari here: the widget drives :meth:`Engine.run` from a
+worker thread and answers prompts with :meth:`Engine.segment`; scripts call
+:meth:`Engine.embedding`.
 """
 
 from __future__ import annotations
@@ -17,7 +19,9 @@ import torch
 
 from .cache import EmbeddingCache, Key
 from .imaging import intensity_limits, plane_of
-from .predictor import Embedding
+from .predictor import Candidates, Embedding
+from .prompting import PromptService
+from .windows import Window, nearest_first
 
 Index = tuple[int, ...]
 
@@ -128,13 +132,28 @@ class PlaneSource:
 
 @dataclass(frozen=True)
 class PlaneReady:
-    """Yielded by :meth:`Engine.run` after each plane it embedded."""
+    """Yielded by :meth:`Engine.run` after each plane or tile it embedded (``window`` is
+    the tile; None for the whole plane), and once when a plane's tiles were planned
+    (``key`` None: the object size is known and the tiles are queued)."""
 
     source: PlaneSource
     index: Index
-    key: Key
+    key: Key | None
     seconds: float
     remaining: int
+    window: Window | None = None
+
+
+@dataclass(frozen=True)
+class _Job:
+    source: PlaneSource
+    index: Index
+    window: Window | None = None  # a tile of the plane; None: the whole plane
+    key: Key | None = None  # the tile's cache key
+    tiles_near: tuple[float, float] | None = None  # plan the plane's tiles, nearest this first
+
+
+TILE_BYTES = 256 * 64 * 64 * 2  # one float16 embedding in the cache
 
 
 class Engine:
@@ -150,8 +169,12 @@ class Engine:
         self.predictor = predictor
         self.cache = cache if cache is not None else EmbeddingCache()
         self.num_threads = num_threads
-        self._queue: list[tuple[PlaneSource, Index]] = []
+        self._queue: list[_Job] = []
         self._lock = threading.Lock()
+        self._prompts: PromptService | None = None
+        self._sizes: dict[Hashable, float] = {}  # object sizes set by the user, per source
+        self._plane: tuple[Key, np.ndarray] | None = None  # the last plane read
+        self._generation = 0  # bumped by each request and cancel: stale tile plans are dropped
         self._cancelled = threading.Event()
         self._stores: dict[tuple[Hashable, ...], Any] = {}
         self.store_hits = 0
@@ -179,6 +202,86 @@ class Engine:
         emb = self._compute(source, index)
         self.cache.put(key, emb)
         return emb
+
+    # ----------------------------------------------------------------- prompts at zoom
+
+    @property
+    def prompts(self) -> PromptService:
+        """The prompt service over this engine's cache (tiles and prompts share it)."""
+        if self._prompts is None:
+            self._prompts = PromptService(self.predictor, self.cache)
+        return self._prompts
+
+    def read_plane(self, source: PlaneSource, index: Index) -> np.ndarray:
+        """One plane, read once while it is the last one asked for (prompts on it re-use it)."""
+        key = self.key(source, index)
+        last = self._plane
+        if last is not None and last[0] == key:
+            return last[1]
+        plane = source.plane(index)
+        self._plane = (key, plane)
+        return plane
+
+    def object_size(self, source: PlaneSource, index: Index) -> float:
+        """The objects' diameter in pixels: the user's, else measured on the plane (once)."""
+        size = self._sizes.get(source.signature)
+        if size is not None:
+            return size
+        return self.prompts.plane_diameter(self.read_plane(source, index), self.key(source, index))
+
+    def known_object_size(self, source: PlaneSource, index: Index) -> float | None:
+        """:meth:`object_size` if it is known already (never measures: safe on the GUI thread)."""
+        size = self._sizes.get(source.signature)
+        if size is not None:
+            return size
+        return self.prompts.known_diameter(self.key(source, index))
+
+    def set_object_size(self, source: PlaneSource, diameter: float | None) -> None:
+        """Fix the objects' diameter for ``source`` (None: measure it per plane again)."""
+        if diameter is None:
+            self._sizes.pop(source.signature, None)
+        else:
+            if not np.isfinite(diameter) or diameter <= 0:
+                raise ValueError(f"object size must be a positive number of pixels, got {diameter}")
+            self._sizes[source.signature] = float(diameter)
+
+    def segment(self, source: PlaneSource, index: Index, points: object = None, labels: object = None,
+                box: object = None, multimask: bool = True, mask_input: np.ndarray | None = None,
+                mask_window: tuple[int, int, int, int] | None = None) -> Candidates:
+        """Answer a prompt on plane ``index`` at zoom, from its tiles when they are embedded
+        (see :class:`~napari_sam.prompting.PromptService`); masks cover the whole plane."""
+        plane = self.read_plane(source, index)
+        key = self.key(source, index)
+        service = self.prompts
+        limits = service.plane_limits(plane, key)
+        return service.segment(plane, points, labels, box, multimask, signature=key, limits=limits,
+                               diameter=self.object_size(source, index), mask_input=mask_input,
+                               mask_window=mask_window)
+
+    def tiles(self, source: PlaneSource, index: Index) -> list[Window]:
+        """The windows that answer prompts on objects of :meth:`object_size` on this plane."""
+        shape = tuple(self.read_plane(source, index).shape[:2])
+        return self.prompts.tiles(shape, self.object_size(source, index))
+
+    def tiles_embedded(self, source: PlaneSource, index: Index) -> tuple[int, int] | None:
+        """(tiles cached, tiles) of the plane, or None while its object size is unknown."""
+        size = self.known_object_size(source, index)
+        key = self.key(source, index)
+        service = self.prompts
+        limits = service.known_limits(key)
+        if size is None or limits is None:
+            return None
+        shape = self._plane_shape(source)
+        tiles = service.tiles(shape, size)
+        return sum(service.window_key(w, key, limits) in self.cache for w in tiles), len(tiles)
+
+    def _plane_shape(self, source: PlaneSource) -> tuple[int, int]:
+        shape = source.data.shape
+        return int(shape[source.plane_axes[0]]), int(shape[source.plane_axes[1]])
+
+    def _max_tiles(self) -> int:
+        """Tiles queued per request: a quarter of the cache, so they do not evict each other."""
+        return max(16, self.cache.max_bytes // 4 // TILE_BYTES)
 
     # ----------------------------------------------------------------- disk store
 
@@ -213,14 +316,22 @@ class Engine:
 
     # ----------------------------------------------------------------- queue
 
-    def request(self, source: PlaneSource, index: Index, prefetch: int = 0, axis: int = -1) -> None:
-        """Queue ``index`` first, then up to ``prefetch`` neighbours each side along ``axis``.
+    def request(self, source: PlaneSource, index: Index, prefetch: int = 0, axis: int = -1,
+                tiles_near: tuple[float, float] | None = None) -> None:
+        """Queue ``index`` first, then (with ``tiles_near``, a (row, col) of the plane) the
+        tiles of that plane nearest that point first, then up to ``prefetch`` neighbours
+        each side along ``axis``.
 
         Replaces whatever was queued before, and clears a previous :meth:`cancel`.
         """
-        wanted = [source.check(index), *source.neighbours(index, prefetch, axis)]
+        index = source.check(index)
+        jobs = [_Job(source, index)]
+        if tiles_near is not None:
+            jobs.append(_Job(source, index, tiles_near=tuple(map(float, tiles_near))))
+        jobs += [_Job(source, i) for i in source.neighbours(index, prefetch, axis)]
         with self._lock:
-            self._queue = [(source, i) for i in wanted if self.key(source, i) not in self.cache]
+            self._queue = [j for j in jobs if not self._done(j)]
+            self._generation += 1
             self._cancelled.clear()
 
     def pending(self) -> int:
@@ -231,30 +342,59 @@ class Engine:
         """Drop queued requests and stop :meth:`run` before its next plane."""
         with self._lock:
             self._queue = []
+            self._generation += 1
             self._cancelled.set()
 
     @property
     def cancelled(self) -> bool:
         return self._cancelled.is_set()
 
-    def _pop(self) -> tuple[PlaneSource, Index] | None:
+    def _done(self, job: _Job) -> bool:
+        if job.tiles_near is not None:
+            return False
+        return (job.key if job.window is not None else self.key(job.source, job.index)) in self.cache
+
+    def _pop(self) -> _Job | None:
         with self._lock:
             while self._queue and not self._cancelled.is_set():
-                source, index = self._queue.pop(0)
-                if self.key(source, index) not in self.cache:
-                    return source, index
+                job = self._queue.pop(0)
+                if not self._done(job):
+                    return job
             return None
 
     def run(self) -> Iterator[PlaneReady]:
-        """Embed queued planes until the queue is empty or cancelled; yield after each."""
+        """Embed queued planes and tiles until the queue is empty or cancelled; yield after each."""
         if self.num_threads:
             torch.set_num_threads(self.num_threads)
         while (job := self._pop()) is not None:
-            source, index = job
             start = time.perf_counter()
-            key = self.key(source, index)
-            self.cache.put(key, self._compute(source, index))
-            yield PlaneReady(source, index, key, time.perf_counter() - start, self.pending())
+            if job.tiles_near is not None:
+                self._plan_tiles(job)
+                yield PlaneReady(job.source, job.index, None, time.perf_counter() - start, self.pending())
+            elif job.window is not None:
+                plane = self.read_plane(job.source, job.index)
+                key = self.key(job.source, job.index)
+                self.prompts.window_embedding(plane, job.window, key, self.prompts.plane_limits(plane, key))
+                yield PlaneReady(job.source, job.index, job.key, time.perf_counter() - start, self.pending(),
+                                 job.window)
+            else:
+                key = self.key(job.source, job.index)
+                self.cache.put(key, self._compute(job.source, job.index))
+                yield PlaneReady(job.source, job.index, key, time.perf_counter() - start, self.pending())
+
+    def _plan_tiles(self, job: _Job) -> None:
+        """Measure the plane (object size, limits) and queue its missing tiles, nearest first."""
+        source, index = job.source, job.index
+        generation = self._generation
+        plane = self.read_plane(source, index)
+        key = self.key(source, index)
+        limits = self.prompts.plane_limits(plane, key)
+        tiles = nearest_first(self.tiles(source, index), job.tiles_near)
+        jobs = [_Job(source, index, w, self.prompts.window_key(w, key, limits)) for w in tiles]
+        jobs = [j for j in jobs if j.key not in self.cache][: self._max_tiles()]
+        with self._lock:
+            if generation == self._generation:
+                self._queue[:0] = jobs
 
     def run_all(self, callback: Callable[[PlaneReady], None] | None = None) -> int:
         """Drain the queue in this thread, calling ``callback`` per plane; returns the count."""
