@@ -62,12 +62,12 @@ def bench_slices(predictor, repeats: int) -> None:
 
 def bench_segment(predictor, n_prompts: int) -> None:
     from napari_sam.cache import EmbeddingCache
-    from napari_sam.zoom import Zoom
+    from napari_sam.prompting import PromptService
 
     image = tifffile.imread(DATA / "nuclei2d.tif")
     labels = tifffile.imread(DATA / "nuclei2d_labels.tif")
     boxes = gt_boxes(labels)[:n_prompts]
-    zoom = Zoom(predictor, EmbeddingCache())
+    zoom = PromptService(predictor, EmbeddingCache())
     t0 = time.perf_counter()
     for _, box in boxes:
         zoom.segment(image, box=box, multimask=False)

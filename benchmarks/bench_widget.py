@@ -3,8 +3,8 @@
     xvfb-run -a python benchmarks/bench_widget.py [--prompts 20]
 
 Opens napari with the real nuclei plane (512 x 512 uint16) and the dock widget on
-LiteMedSAM, waits for the plane's embedding, then draws one box per nucleus the way a
-user does (a rectangle added to the "SAM boxes" layer) and times until the three
+LiteMedSAM, waits until the widget has embedded the plane's zoomed tiles (it does so
+unasked, nearest the cursor first), then draws one box per nucleus the way a user does (a rectangle added to the "SAM boxes" layer) and times until the three
 candidates are in the candidates layer and the scores on the buttons: validation,
 decoding on the worker thread, mask upsampling and the layer write, through Qt's event
 loop. The reference figure is LiteMedSAM's own prompt encoder + mask decoder and a
@@ -53,7 +53,12 @@ def widget_latency(image: np.ndarray, boxes: list[np.ndarray]) -> list[float]:
     viewer.window.add_dock_widget(widget, name="Segment Anything")
     app = QApplication.instance()
     wait(app, lambda: widget.engine is not None and widget.view is not None and widget.index is not None)
-    wait(app, lambda: widget.engine.cached(widget.view.source, widget.index) is not None)
+    start = time.perf_counter()
+    wait(app, lambda: (done := widget.engine.tiles_embedded(widget.view.source, widget.index)) is not None
+         and done[0] == done[1] and not widget.embedder.busy, timeout=900)
+    print(f"the widget embedded the plane and its {widget.engine.tiles_embedded(widget.view.source, widget.index)[1]} "
+          f"zoomed tiles in {time.perf_counter() - start:.1f} s")
+    calls = widget.engine.prompts.encoder_calls
     times = []
     for r0, c0, r1, c1 in boxes:
         widget.clear()
@@ -62,6 +67,7 @@ def widget_latency(image: np.ndarray, boxes: list[np.ndarray]) -> list[float]:
         widget.prompts.boxes.add_rectangles(np.array([[r0 - 1, c0 - 1], [r1 + 1, c1 + 1]], float))
         wait(app, lambda: widget.cands.candidates is not None and not widget.predictions.busy)
         times.append(time.perf_counter() - start)
+    assert widget.engine.prompts.encoder_calls == calls, "a prompt missed the tiles"
     viewer.close()
     return times
 

@@ -44,6 +44,22 @@ def click(layer, position, modifiers=()) -> None:
     mouse_release_callbacks(layer, Event("mouse_release", tuple(position), list(modifiers)))
 
 
+def drag(layer, start, end, steps: int = 4) -> None:
+    """Press at world ``start``, move to ``end`` and release, as a mouse drag does in napari
+    (a Shapes layer in rectangle mode draws a rectangle from it)."""
+    from napari.utils._proxies import ReadOnlyWrapper
+    from napari.utils.interactions import mouse_move_callbacks, mouse_press_callbacks, mouse_release_callbacks
+
+    def wrap(event: Event) -> ReadOnlyWrapper:  # as napari's canvas hands events to layers
+        return ReadOnlyWrapper(event, exceptions=("handled",))
+
+    start, end = np.asarray(start, float), np.asarray(end, float)
+    mouse_press_callbacks(layer, wrap(Event("mouse_press", tuple(start))))
+    for t in np.linspace(0, 1, steps + 1)[1:]:
+        mouse_move_callbacks(layer, wrap(Event("mouse_move", tuple(start + t * (end - start)), is_dragging=True)))
+    mouse_release_callbacks(layer, wrap(Event("mouse_release", tuple(end))))
+
+
 def press(viewer, key: str) -> None:
     """Press and release ``key`` through the viewer's key map (active layer first)."""
     handler = viewer.window._qt_viewer._key_map_handler
@@ -72,10 +88,10 @@ def sam(make_napari_viewer, qtbot, shared_cache) -> Callable:
     made = []
 
     def factory(image: np.ndarray, name: str = "image", cache: EmbeddingCache | None = None,
-                show: bool = False, **kwargs):
+                show: bool = False, prefetch_tiles: bool = False, **kwargs):
         viewer = make_napari_viewer(show=show)
         viewer.add_image(image, name=name, **kwargs)
-        widget = SamWidget(viewer, cache=shared_cache if cache is None else cache)
+        widget = SamWidget(viewer, cache=shared_cache if cache is None else cache, prefetch_tiles=prefetch_tiles)
         viewer.window.add_dock_widget(widget, name="Segment Anything")
         made.append(widget)
         qtbot.waitUntil(lambda: widget.engine is not None and widget.view is not None
@@ -99,19 +115,21 @@ def wait_candidates(qtbot, widget, timeout: int = TIMEOUT_MS) -> None:
 
 
 class Gate:
-    """Holds a predictor's ``embed`` until opened, to catch the widget mid-embedding."""
+    """Holds a predictor's ``embed`` until opened, to catch the widget mid-embedding;
+    with ``held``, only the first ``held`` calls wait."""
 
-    def __init__(self, predictor) -> None:
+    def __init__(self, predictor, held: int | None = None) -> None:
         import threading
 
-        self.predictor, self.event, self.calls = predictor, threading.Event(), 0
+        self.predictor, self.event, self.calls, self.held = predictor, threading.Event(), 0, held
         self._embed = predictor.embed
         predictor.embed = self._gated
 
-    def _gated(self, plane):
+    def _gated(self, plane, **kwargs):
         self.calls += 1
-        assert self.event.wait(TIMEOUT_MS / 1000), "gate never opened"
-        return self._embed(plane)
+        if self.held is None or self.calls <= self.held:
+            assert self.event.wait(TIMEOUT_MS / 1000), "gate never opened"
+        return self._embed(plane, **kwargs)
 
     def open(self) -> None:
         self.event.set()
@@ -123,8 +141,8 @@ def gate():
     """Factory wrapping a predictor's embed in a :class:`Gate`; opened at teardown."""
     made = []
 
-    def factory(predictor) -> Gate:
-        made.append(Gate(predictor))
+    def factory(predictor, held: int | None = None) -> Gate:
+        made.append(Gate(predictor, held))
         return made[-1]
 
     yield factory

@@ -173,16 +173,17 @@ def test_decoding_runs_on_one_torch_thread(sam, qtbot, nuclei2d):
     image, labels = nuclei2d
     viewer, widget = sam(image)
     seen = []
-    predict = widget.engine.predictor.predict
+    decode = widget.engine.predictor.decode
 
     def spy(*args, **kwargs):
         seen.append(torch.get_num_threads())
-        return predict(*args, **kwargs)
+        return decode(*args, **kwargs)
 
-    widget.engine.predictor.predict = spy
+    widget.engine.predictor.decode = spy
     widget.prompts.boxes.add_rectangles(box_corners(region(labels, 175).bbox))
     wait_candidates(qtbot, widget)
     assert seen == [1]
+    del widget.engine.predictor.decode
     idle(qtbot, widget)
 
 

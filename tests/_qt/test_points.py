@@ -48,14 +48,14 @@ def test_points_are_positive_or_negative_and_refine(sam, qtbot, extra_models, nu
                     timeout=TIMEOUT_MS)
     assert not widget.box_only and widget.ui.point_mode.isChecked() and widget.ui.hint.text() == ""
     calls = []
-    predict = widget.engine.predictor.predict
+    segment = widget.engine.segment
 
-    def spy(embedding, points=None, labels=None, box=None, mask_input=None, **kw):
+    def spy(source, index, points=None, labels=None, box=None, mask_input=None, **kw):
         calls.append((None if points is None else np.array(points), None if labels is None else np.array(labels),
                       mask_input is not None))
-        return predict(embedding, points, labels, box, mask_input, **kw)
+        return segment(source, index, points, labels, box, mask_input=mask_input, **kw)
 
-    widget.engine.predictor.predict = spy
+    widget.engine.segment = spy
     points = widget.prompts.points
     assert viewer.layers.selection.active is points
 

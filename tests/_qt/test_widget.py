@@ -91,9 +91,9 @@ def test_commit_keeps_existing_labels_unless_overwrite(sam, qtbot, nuclei2d):
     image, labels = nuclei2d
     viewer, widget = sam(image)
     existing = np.where(labels == TARGET, 0, labels).astype(np.int32)
-    # the user's work: every nucleus but the target, plus a blob painted over its left half
+    # the user's work: every nucleus but the target, plus a blob painted over its left third
     r0, c0, r1, c1 = target(labels).bbox
-    existing[r0:r1, c0:(c0 + c1) // 2] = 999
+    existing[r0:r1, c0:c0 + (c1 - c0) // 3] = 999
     before = existing.copy()
     user = viewer.add_labels(existing, name="my labels")
     widget.ui.output.set_layer(user)
@@ -104,7 +104,7 @@ def test_commit_keeps_existing_labels_unless_overwrite(sam, qtbot, nuclei2d):
     mask = widget.cands.mask.copy()
     assert (mask & (before == 999)).any()  # the candidate overlaps the painted blob
     new_id = widget.commit()
-    assert new_id == 1000  # next free id
+    assert new_id == 1000, widget.ui.status.text()  # next free id
     assert np.array_equal(user.data[before != 0], before[before != 0])  # nothing overwritten
     assert np.array_equal(user.data == new_id, mask & (before == 0))
 

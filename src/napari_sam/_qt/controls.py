@@ -12,7 +12,7 @@ from typing import Any
 from qtpy.QtCore import Qt, Signal
 from qtpy.QtWidgets import (
     QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout, QGroupBox, QHBoxLayout, QLabel, QPushButton,
-    QRadioButton, QVBoxLayout, QWidget,
+    QRadioButton, QSpinBox, QVBoxLayout, QWidget,
 )
 
 from ..automatic import AutoParams
@@ -130,6 +130,15 @@ class Controls(QWidget):
         self.box_mode = QRadioButton("box")
         self.point_mode = QRadioButton("point")
         self.negative = QCheckBox("negative (T)")
+        self.object_size = QSpinBox()
+        self.object_size.setRange(0, 4096)
+        self.object_size.setSpecialValueText("measuring ...")
+        self.object_size.setSuffix(" px")
+        self.object_size.setKeyboardTracking(False)  # one change when the typing is done
+        self.object_size.setToolTip(
+            "Typical diameter of the objects. It sets the zoom at which prompts are answered and "
+            "how far a click looks for its object. Measured from the image, then from the objects "
+            "you commit; type a value to fix it.")
         self.overwrite = QCheckBox("overwrite existing labels")
         self.plane = QLabel("")
         self.status = QLabel("select an image layer")
@@ -173,6 +182,7 @@ class Controls(QWidget):
         for w in (self.box_mode, self.point_mode, self.negative):
             modes.addWidget(w)
         form.addRow("prompt", modes)
+        form.addRow("object size", self.object_size)
         form.addRow("candidates", self.candidates)
         buttons = QHBoxLayout()
         for b in (self.commit, self.clear, self.undo):

@@ -1,4 +1,5 @@
-"""Prompts of the plane on screen -> the decoder (on a worker) -> candidates on screen.
+"""Prompts of the plane on screen -> the prompt service at zoom (on a worker) -> candidates
+on screen. A prompt whose window is not embedded yet gets it embedded on that worker.
 
 Every change of prompt, plane, image or model bumps a generation counter, so a decoding
 that finishes after the user moved on is dropped instead of shown on the wrong plane.
@@ -24,7 +25,6 @@ class Predictions(QObject):
 
     shown = Signal()  # candidates appeared or were cleared
     status = Signal(str)
-    need_embedding = Signal()  # prompts wait for the plane's embedding
 
     def __init__(self, prompts: PromptLayers, cands: CandidateView, parent: QObject | None = None) -> None:
         super().__init__(parent)
@@ -46,25 +46,20 @@ class Predictions(QObject):
         self.shown.emit()
 
     def update(self, engine: Engine, view: PlaneView, index: Index, box_only: bool) -> None:
-        """Decode the prompts of plane ``index``; ask for its embedding if it is missing."""
+        """Decode the prompts of plane ``index`` at zoom (:meth:`Engine.segment`)."""
         prompts = self.prompts.for_plane(view, index, use_points=not box_only)
         if prompts.empty:
             self.clear()
             self.status.emit("draw a box" + ("" if box_only else " or click a point") + " on an object")
             return
-        embedding = engine.cached(view.source, index)
-        if embedding is None:
-            self.status.emit("embedding this plane ... your prompt is answered as soon as it is ready")
-            self.need_embedding.emit()
-            return
         key = engine.key(view.source, index)
-        mask_input = self._refine.mask_input(key, prompts)
+        mask_input, window = self._refine.mask_input(key, prompts)
         points = prompts.points if len(prompts.points) else None
         labels = prompts.labels if points is not None else None
-        predictor = engine.predictor
         self._gen += 1
         context = (self._gen, view, index, key, prompts)
-        self.decoder.submit(lambda: predictor.predict(embedding, points, labels, prompts.box, mask_input), context)
+        self.decoder.submit(lambda: engine.segment(view.source, index, points, labels, prompts.box,
+                                                   mask_input=mask_input, mask_window=window), context)
 
     def _on_decoded(self, candidates: Candidates, context: tuple[Any, ...]) -> None:
         gen, view, index, key, prompts = context
@@ -74,4 +69,7 @@ class Predictions(QObject):
         self.cands.show(candidates, view, index)
         self._refine.remember(key, prompts, candidates)
         self.shown.emit()
-        self.status.emit("choose a candidate (1/2/3), then commit (C)")
+        if candidates.scores.max() <= 0 and not candidates.masks.any():
+            self.status.emit("no object under the prompt: nothing to commit there")
+        else:
+            self.status.emit("choose a candidate (1/2/3), then commit (C)")

@@ -17,7 +17,7 @@ import numpy as np
 from napari.layers import Points, Shapes
 
 from ..engine import Index
-from ..click_box import box_from_click
+from ..prompting import click_box
 from ..interactive.planes import PlaneView
 from ..interactive.prompts import PlanePrompts
 
@@ -212,8 +212,9 @@ class PromptLayers:
         corners = view.from_plane(np.array([[r0, c0], [r0, c1], [r1, c1], [r1, c0]]), index)
         self.boxes.add_rectangles(corners)
 
-    def points_to_boxes(self, view: PlaneView) -> tuple[int, int, int]:
-        """For box-only models: a box around the object under each positive point.
+    def points_to_boxes(self, view: PlaneView, diameter: float | None = None) -> tuple[int, int, int]:
+        """For box-only models: a box around the object under each positive point, for
+        objects of about ``diameter`` pixels (the one policy: :func:`~napari_sam.prompting.click_box`).
 
         All points are removed. Returns (boxes added, negative points dropped, clicks that
         found no object).
@@ -228,7 +229,7 @@ class PromptLayers:
             rc = view.to_plane(coords)[0]
             inside = all(0 <= i < n for i, n in zip(index, view.source.stack_shape)) and all(
                 -0.5 <= v < n - 0.5 for v, n in zip(rc, view.plane_shape))
-            box = box_from_click(view.source.plane(index), tuple(rc)) if inside else None
+            box = click_box(view.source.plane(index), tuple(rc), diameter) if inside else None
             if box is None:
                 missed += 1
             else:

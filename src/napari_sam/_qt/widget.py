@@ -34,12 +34,19 @@ from .workers import BackgroundJob, Embedder, ModelLoader
 
 PREFETCH = 1  # neighbouring planes embedded ahead, each side
 SCRUB_DELAY_MS = 80
+TILES_FOLLOW_MS = 400  # the cursor rests this long: the tiles around it are embedded first
+SIZE_FROM_OBJECTS = 5  # the object size follows the median of the first objects committed
 LOAD_DELAY_MS = 300  # napari lays out the new dock and redraws first
 BOX_HINT = ("{model} is trained on boxes: your click became a box around the object under it. "
             "Drag a rectangle for full control.")
 NO_OBJECT_HINT = "No object under your click: nothing to segment there."
 IMAGE_KEY = "napari_sam_image"  # metadata of an output labels layer: the image it was made for
 GEOMETRY = ("data", "scale", "translate")  # image layer events that change the planes
+
+
+def _camera(viewer: Any) -> Any:
+    """The 2D camera: ``viewer.scene.camera`` from napari 0.9, ``viewer.camera`` before."""
+    return getattr(viewer, "scene", viewer).camera
 
 
 def image_key(layer: Any) -> str:
@@ -50,8 +57,13 @@ def image_key(layer: Any) -> str:
 class SamWidget(QWidget):
     """Segment Anything in napari: prompts, three candidates with scores, commit, undo."""
 
-    def __init__(self, napari_viewer: Any, cache: EmbeddingCache | None = None) -> None:
+    def __init__(self, napari_viewer: Any, cache: EmbeddingCache | None = None, prefetch_tiles: bool = True) -> None:
+        """``prefetch_tiles``: embed the zoomed tiles of the plane on screen ahead of the
+        prompts (else each prompt embeds its own window when first needed)."""
         super().__init__()
+        self.prefetch_tiles = prefetch_tiles
+        self._committed_sizes: dict[Any, list[float]] = {}  # source signature -> diameters committed
+        self._fixed_size: set[Any] = set()  # sources whose object size the user typed
         self._torn_down = False
         self._listening: list[tuple[Any, Any]] = []  # (viewer emitter, callback): undone on close
         self._outputs: dict[str, Labels] = {}  # image_key -> the labels layer chosen for it
@@ -87,6 +99,9 @@ class SamWidget(QWidget):
         self._request_timer = QTimer(self)
         self._request_timer.setSingleShot(True)
         self._request_timer.timeout.connect(self._request_embedding)
+        self._tiles_timer = QTimer(self)
+        self._tiles_timer.setSingleShot(True)
+        self._tiles_timer.timeout.connect(self._follow_cursor)
         self._connect()
         # napari's close button takes a dock's widget out without closing it: let go then.
         self._undocked = Undocked(self, self.close_widget)
@@ -126,13 +141,15 @@ class SamWidget(QWidget):
         self.embedder.failed.connect(self._on_failure)
         self.predictions.shown.connect(self._show_scores)
         self.predictions.status.connect(self._set_status)
-        self.predictions.need_embedding.connect(self._request_embedding)
+        ui.object_size.valueChanged.connect(self._on_object_size_typed)
         self.loader.loaded.connect(self._on_model_loaded)
         self.loader.failed.connect(self._on_model_failed)
         self._listen(v.dims.events.current_step, self._on_dims)
         self._listen(v.dims.events.ndisplay, self.schedule_rebuild)
         self._listen(v.dims.events.order, self.schedule_rebuild)
         self._listen(v.layers.events.inserted, self._on_inserted)
+        self._listen(v.cursor.events.position, self._on_cursor)
+        self._listen(_camera(v).events.center, self._on_cursor)
 
     def _listen(self, emitter: Any, callback: Any) -> None:
         emitter.connect(callback)
@@ -338,31 +355,95 @@ class SamWidget(QWidget):
         self._clear_candidates()
         self._request_timer.start(SCRUB_DELAY_MS)
         self._show_plane_state()
+        self._show_object_size()
         self._predict()
 
     def _request_embedding(self) -> None:
         if self.view is not None and self.index is not None:
-            self.embedder.request(self.view.source, self.index, PREFETCH, self._axis)
+            near = self._tiles_near() if self.prefetch_tiles else None
+            self.embedder.request(self.view.source, self.index, PREFETCH, self._axis, near)
         self._show_plane_state()
+
+    def _tiles_near(self) -> tuple[float, float]:
+        """Where the user looks on the plane: the cursor when it is over it, else the
+        centre of the view."""
+        view = self.view
+        h, w = view.plane_shape
+        r, c = view.plane_point(self.viewer.cursor.position)
+        if 0 <= r < h and 0 <= c < w:
+            return r, c
+        point = list(self.viewer.dims.point)
+        for axis, value in zip(self.viewer.dims.displayed, _camera(self.viewer).center[-2:]):
+            point[axis] = value
+        r, c = view.plane_point(point)
+        return float(np.clip(r, 0, h - 1)), float(np.clip(c, 0, w - 1))
+
+    def _on_cursor(self, event: Any = None) -> None:
+        if self.prefetch_tiles and self.view is not None and self.engine is not None:
+            self._tiles_timer.start(TILES_FOLLOW_MS)
+
+    def _follow_cursor(self) -> None:
+        """Embed the missing tiles nearest the cursor next (a cheap re-ordering of the queue)."""
+        if self.view is None or self.index is None or self.engine is None or self._torn_down:
+            return
+        done = self.engine.tiles_embedded(self.view.source, self.index)
+        if done is not None and done[0] < done[1]:
+            self._request_embedding()
 
     def _on_plane_ready(self, item: PlaneReady) -> None:
+        self._show_object_size()
         self._show_plane_state()
-        if self.engine is None or self.view is None or self.index is None:
+
+    def _show_object_size(self) -> None:
+        """The object size in use for the plane on screen, in its control (0: not measured yet)."""
+        size = None
+        if self.engine is not None and self.view is not None and self.index is not None:
+            size = self.engine.known_object_size(self.view.source, self.index)
+        box = self.ui.object_size
+        box.blockSignals(True)
+        box.setValue(0 if size is None else int(round(size)))
+        box.blockSignals(False)
+
+    def _on_object_size_typed(self, value: int) -> None:
+        if self.engine is None or self.view is None:
             return
-        if item.key == self.engine.key(self.view.source, self.index):
-            self._predict()
+        source = self.view.source
+        if value <= 0:  # cleared: measure it again
+            self._fixed_size.discard(source.signature)
+            self.engine.set_object_size(source, None)
+        else:
+            self._fixed_size.add(source.signature)
+            self.engine.set_object_size(source, float(value))
+        self._request_embedding()  # the tiles for this size
+
+    def _learn_object_size(self, mask: np.ndarray) -> None:
+        """The first objects the user commits tell the objects' size better than the image."""
+        if self.engine is None or self.view is None or self.view.source.signature in self._fixed_size:
+            return
+        sizes = self._committed_sizes.setdefault(self.view.source.signature, [])
+        if len(sizes) >= SIZE_FROM_OBJECTS:
+            return
+        sizes.append(2.0 * float(np.sqrt(np.count_nonzero(mask) / np.pi)))
+        self.engine.set_object_size(self.view.source, float(np.median(sizes)))
+        self._show_object_size()
+        self._request_embedding()
 
     def _show_plane_state(self) -> None:
-        """One line on the embedding of the plane on screen."""
+        """One line on the embeddings of the plane on screen."""
         view, index, engine = self.view, self.index, self.engine
         if view is None or index is None or engine is None:
             self.ui.plane.setText("")
             return
         where = f"plane {', '.join(map(str, index))}" if index else "image"
-        if engine.key(view.source, index) in engine.cache:
-            state = "embedded, prompts answer at once"
+        tiles = engine.tiles_embedded(view.source, index)
+        if tiles is not None and tiles[0] == tiles[1]:
+            state = f"all {tiles[1]} zoomed tiles embedded, prompts answer at once"
+        elif tiles is not None and self.embedder.busy:
+            state = f"embedding zoomed tiles ({tiles[0]} of {tiles[1]}, nearest the cursor first)"
+        elif engine.key(view.source, index) in engine.cache:
+            state = "embedded; a prompt embeds its zoomed tile when first needed"
         elif self.embedder.busy:
-            state = f"embedding ... ({engine.pending()} more planes queued)"
+            state = f"embedding ... ({engine.pending()} more queued)"
         else:
             state = "waiting to be embedded"
         self.ui.plane.setText(f"{where}: {state}")
@@ -382,7 +463,9 @@ class SamWidget(QWidget):
         """Box-only model: each positive click becomes a box around the object under it."""
         if self.view is None:
             return
-        added, dropped, missed = self.prompts.points_to_boxes(self.view)
+        size = None if self.engine is None or self.index is None else \
+            self.engine.known_object_size(self.view.source, self.index)
+        added, dropped, missed = self.prompts.points_to_boxes(self.view, size)
         if added or dropped:
             model = self.engine.model_name if self.engine else "this model"
             self._set_hint(BOX_HINT.format(model=model) + (" Negative points are ignored." if dropped else ""))
@@ -422,6 +505,7 @@ class SamWidget(QWidget):
             self._set_status(f"nothing committed: {exc}")
             return None
         self.prompts.clear(view, index)
+        self._learn_object_size(mask)
         self._set_status(f"committed object {new_id} to {labels.name!r} (Undo, or Ctrl+Z on that layer)")
         return new_id
 
@@ -564,6 +648,7 @@ class SamWidget(QWidget):
         self._torn_down = True
         self._rebuild_timer.stop()
         self._request_timer.stop()
+        self._tiles_timer.stop()
         self.embedder.set_engine(None)
         self.propagator.cancel()
         self.everything.cancel()

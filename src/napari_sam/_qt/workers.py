@@ -142,11 +142,13 @@ class Embedder(QObject):
         self.cancel()
         self.engine = self._engine_box[0] = engine
 
-    def request(self, source: PlaneSource, index: Index, prefetch: int = 1, axis: int = -1) -> None:
-        """Embed ``index`` next, then its neighbours; starts a worker if none runs."""
+    def request(self, source: PlaneSource, index: Index, prefetch: int = 1, axis: int = -1,
+                tiles_near: tuple[float, float] | None = None) -> None:
+        """Embed ``index`` next, then its tiles nearest ``tiles_near`` (if given), then its
+        neighbours; starts a worker if none runs."""
         if self.engine is None:
             return
-        self.engine.request(source, index, prefetch, axis)
+        self.engine.request(source, index, prefetch, axis, tiles_near)
         if self._worker is None:
             self._start()
         else:
@@ -179,7 +181,7 @@ class Embedder(QObject):
     def _show_bar(self, worker: Any) -> None:
         if worker is self._worker and self.engine is not None:
             total = self._done + self.engine.pending() + 1
-            self._bar.show(self._done, total, f"SAM: embedding planes ({self.engine.model_name})")
+            self._bar.show(self._done, total, f"SAM: embedding planes and tiles ({self.engine.model_name})")
 
     def _on_yield(self, worker: Any, item: PlaneReady) -> None:
         if worker is self._worker:

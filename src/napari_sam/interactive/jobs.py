@@ -28,16 +28,18 @@ def propagation_job(engine: Engine, stack: StackAlong, z: int, mask: np.ndarray,
         return engine.embedding(stack.source, stack.at(k))
 
     def run(progress: Callable[[int, int], None], cancel: Callable[[], bool]) -> np.ndarray:
-        corrections = {k: _best_mask(engine, embed(k), p) for k, p in (fixes or {}).items()}
+        corrections = {k: _best_mask(engine, stack, k, p) for k, p in (fixes or {}).items()}
         return propagate(engine.predictor, stack, z, mask=mask, corrections=corrections, progress=progress,
                          cancel=cancel, embed=embed)
 
     return run
 
 
-def _best_mask(engine: Engine, embedding: Any, prompts: PlanePrompts) -> np.ndarray:
+def _best_mask(engine: Engine, stack: StackAlong, k: int, prompts: PlanePrompts) -> np.ndarray:
+    """The mask the widget shows first for ``prompts`` on slice ``k``: the same prompt service."""
     points = prompts.points if len(prompts.points) else None
-    cand = engine.predictor.predict(embedding, points, prompts.labels if points is not None else None, prompts.box)
+    cand = engine.segment(stack.source, stack.at(k), points, prompts.labels if points is not None else None,
+                          prompts.box)
     return cand.masks[cand.best]
 
 

@@ -72,6 +72,12 @@ class PlaneView:
             out.append(int(np.clip(np.round(coords[self.image_axes[j]]), 0, n - 1)))
         return tuple(out)
 
+    def plane_point(self, world_point: Any) -> tuple[float, float]:
+        """The plane (row, col) under a viewer's world position (may lie off the plane)."""
+        coords = np.asarray(self.layer.world_to_data(world_point), dtype=float)
+        r, c = (float(coords[self.image_axes[j]]) for j in self.plane_axes)
+        return r, c
+
     def on_plane(self, coords: np.ndarray, index: Index) -> np.ndarray:
         """Which rows of labels-space ``coords`` (N, ndim) lie on plane ``index``."""
         coords = np.asarray(coords, dtype=float).reshape(-1, self.ndim)

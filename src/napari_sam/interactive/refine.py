@@ -19,16 +19,19 @@ class Refinement:
     n_points: int = 0
     box: np.ndarray | None = None
     logits: np.ndarray | None = None
+    window: tuple[int, int, int, int] | None = None  # where the logits lie in the plane
 
     def remember(self, key: Any, prompts: PlanePrompts, candidates: Candidates) -> None:
         self.key, self.n_points, self.box = key, len(prompts.points), prompts.box
         self.logits = candidates.logits[candidates.best]
+        self.window = candidates.window
 
-    def mask_input(self, key: Any, prompts: PlanePrompts) -> np.ndarray | None:
-        """The last logits if ``prompts`` only add points to the last prompts on ``key``."""
+    def mask_input(self, key: Any, prompts: PlanePrompts) -> tuple[np.ndarray | None, tuple[int, int, int, int] | None]:
+        """(the last logits, their window) if ``prompts`` only add points to the last
+        prompts on ``key``; else (None, None)."""
         if self.logits is None or key != self.key or len(prompts.points) <= self.n_points:
-            return None
+            return None, None
         if (self.box is None) != (prompts.box is None):
-            return None
+            return None, None
         same_box = self.box is None or np.array_equal(self.box, prompts.box)
-        return self.logits if same_box else None
+        return (self.logits, self.window) if same_box else (None, None)
