@@ -1,5 +1,6 @@
 """Box and click quality on the image variants of one annotated field, through the
-widget's whole-plane path and through Predictor.segment's zoomed windows (issue #16).
+zoomed prompt service (what the widget and Predictor.segment both use) and through the
+whole-plane path the widget used before (issue #16).
 
     python benchmarks/bench_prompts.py [--objects 20] [--background 10] [--variants native,2x,...] [--threads 1]
 
@@ -8,17 +9,20 @@ px field, low photon, inverted, RGB stain) and for up to ``--objects`` nuclei (a
 random sample of those not touching the border), with LiteMedSAM (a box-only model):
 
 * box: the nucleus's bounding box (inclusive pixels, padded by ``--pad`` px) through
-  ``plane``, the widget's path (``predict`` on the whole-plane embedding, computed once per
-  variant), and through ``segment``; the mean IoU of the best-scored candidate with the
+  ``plane``, the old widget path (``predict`` on the whole-plane embedding, computed once
+  per variant), and through ``segment``, the prompt service as the widget calls it
+  (``Engine.segment``: zoomed windows, object size measured from the image); the mean IoU of the best-scored candidate with the
   nucleus, how many fall under IoU 0.5, and the two paths' agreement (IoU of their masks);
 * click: one click on the nucleus pixel nearest its centroid. ``plane`` turns it into a
   box with the widget's click->box policy (``box_from_click``; None, no object, counts
-  IoU 0) and predicts on the whole-plane embedding; ``segment`` gets the point. Mean IoU,
+  IoU 0) and predicts on the whole-plane embedding; ``segment`` gets the point (and, for
+  the box-only model, turns it into a box at the measured object size). Mean IoU,
   clicks that gave no box, and clicks whose mask is another nucleus (IoU > 0.5 with it);
 * background: ``--background`` clicks farther than 15 px (times the magnification) from
   any nucleus; the fraction that offered a mask;
 * the median wall time per box and per click prompt (window embeddings included for
-  ``segment``, each phase with an empty cache), the time of one whole-plane embedding and
+  ``segment``, each phase with an empty cache: see bench_widget.py for prompts on tiles
+  embedded ahead), the time of one whole-plane embedding and
   the number of window embeddings ``segment`` computed.
 
 Nearly every ``segment`` prompt embeds a new window (about 1 s on one CPU thread in bf16),
@@ -136,17 +140,22 @@ def run_variant(pred, name: str, image: np.ndarray, labels: np.ndarray, native_a
         cand = pred.predict(emb, box=box)
         return cand.masks[cand.best]
 
-    def segment_mask(cache, **prompt):
-        cand = pred.segment(image, cache=cache, **prompt)
+    from napari_sam.engine import Engine, PlaneSource
+
+    source = PlaneSource(image, rgb=image.ndim == 3)
+
+    def segment_mask(engine, **prompt):
+        cand = engine.segment(source, (), **prompt)
         return cand.masks[cand.best]
 
     cache = EmbeddingCache()
+    engine = Engine(pred, cache)
     for k, sl in objects:
         box, _ = object_prompts(labels, k, sl, args.pad)
         a, ms = timed(lambda: plane_mask(box))
         res["plane"].box_ms.append(ms)
         res["plane"].box_iou.append(truth.score(a, k)[0])
-        b, ms = timed(lambda: segment_mask(cache, box=box))
+        b, ms = timed(lambda: segment_mask(engine, box=box))
         res["segment"].box_ms.append(ms)
         res["segment"].box_iou.append(truth.score(b, k)[0])
         agree.append(truth_iou(a, b))
@@ -156,6 +165,7 @@ def run_variant(pred, name: str, image: np.ndarray, labels: np.ndarray, native_a
     res["segment"].windows += cache.misses
 
     cache = EmbeddingCache()
+    engine = Engine(pred, cache)
     for k, sl in objects:
         _, (r, c) = object_prompts(labels, k, sl, args.pad)
 
@@ -166,7 +176,7 @@ def run_variant(pred, name: str, image: np.ndarray, labels: np.ndarray, native_a
         a, ms = timed(plane_click)
         res["plane"].click_ms.append(ms)
         res["plane"].click_none += a is None
-        b, ms = timed(lambda: segment_mask(cache, points=[[r, c]], labels=[1]))
+        b, ms = timed(lambda: segment_mask(engine, points=[[r, c]], labels=[1]))
         res["segment"].click_ms.append(ms)
         for path, mask in (("plane", a), ("segment", b)):
             score, wrong = truth.score(mask, k)
@@ -179,10 +189,11 @@ def run_variant(pred, name: str, image: np.ndarray, labels: np.ndarray, native_a
     res["segment"].windows += cache.misses
 
     cache = EmbeddingCache()
+    engine = Engine(pred, cache)
     for r, c in bg:
         box = box_from_click(image, (float(r), float(c)))
         res["plane"].background_offers += box is not None and bool(plane_mask(box).any())
-        res["segment"].background_offers += bool(segment_mask(cache, points=[[r, c]], labels=[1]).any())
+        res["segment"].background_offers += bool(segment_mask(engine, points=[[r, c]], labels=[1]).any())
     res["segment"].windows += cache.misses
     info = {"objects": len(objects), "background": len(bg), "scale": scale, "embed_ms": embed_ms,
             "agree": float(np.mean(agree)) if agree else float("nan"), "shape": image.shape}

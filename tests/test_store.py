@@ -276,3 +276,39 @@ def test_store_files_get_the_permissions_of_any_new_file(tmp_path, stack):
         os.umask(old)
     files = [p for p in (tmp_path / "s.zarr").rglob("*") if p.is_file()]
     assert files and {stat.S_IMODE(p.stat().st_mode) for p in files} == {0o664}
+
+
+def test_zoomed_tiles_go_to_the_store_and_the_engine_serves_them(tmp_path, lite_predictor, nuclei2d, capsys):
+    """``napari-sam embed --tiles`` stores each plane's zoomed tiles; an engine with the
+    store attached takes them from there (no encoder call) and answers prompts with exactly
+    the masks it would compute itself."""
+    from napari_sam.engine import Engine, PlaneSource
+    from napari_sam.store import EmbeddingStore, StackLayout
+
+    image, labels = nuclei2d
+    stack = np.stack([image[:192, :192], image[192:384, 192:384]])
+    tifffile.imwrite(tmp_path / "stack.tif", stack)
+    args = ["embed", str(tmp_path / "stack.tif"), "-o", str(tmp_path / "s.zarr"), "--tiles", "--model", "lite_medsam",
+            "--device", "cpu"]
+    assert main(args) == 0
+    assert "cache hit: 0/2 planes" in capsys.readouterr().out
+
+    source = PlaneSource(stack)
+    engine = Engine(lite_predictor)
+    engine.attach_store(source, EmbeddingStore.open(tmp_path / "s.zarr", lite_predictor, StackLayout.of(stack),
+                                                    create=False))
+    engine.request(source, (1,), tiles_near=(0.0, 0.0))
+    engine.run_all()
+    assert engine.tiles_embedded(source, (1,)) == (4, 4) and engine.store_hits == 5  # the plane and its 4 tiles
+    assert engine.prompts.encoder_calls == 0
+    box = [40, 40, 70, 75]
+    fresh = Engine(lite_predictor)
+    assert np.array_equal(engine.segment(source, (1,), box=box).masks, fresh.segment(source, (1,), box=box).masks)
+    assert engine.prompts.encoder_calls == 0
+
+    assert main(args) == 0  # everything is there already
+    assert "cache hit: 2/2 planes" in capsys.readouterr().out
+    assert main(args[:-4] + ["--object-size", "60", "--model", "lite_medsam", "--device", "cpu"]) == 0
+    assert "cache hit: 0/2 planes" in capsys.readouterr().out  # other tiles: made afresh
+    assert main(args[:-4] + ["--object-size", "-3"]) == 2
+    assert "--object-size must be a positive number" in capsys.readouterr().err

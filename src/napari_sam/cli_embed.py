@@ -32,6 +32,12 @@ def add_embed_command(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--device", default="auto", type=device_argument, help="auto (default), cpu, cuda, cuda:N or mps")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace a store made from another image, model or preprocessing (otherwise refused)")
+    parser.add_argument("--tiles", action="store_true",
+                        help="also store each plane's zoomed tiles, the windows the widget answers prompts from "
+                             "(many per plane: a 512x512 plane of 25 px nuclei has 49)")
+    parser.add_argument("--object-size", type=float, default=None, metavar="PX",
+                        help="with --tiles: the objects' diameter in pixels, which sets the zoom "
+                             "(default: measured on the first plane)")
     parser.set_defaults(handler=run_embed)
 
 
@@ -131,6 +137,9 @@ class PlaneProgress:
 
 def run_embed(args: argparse.Namespace) -> int:
     # The input and the output are checked before torch is imported or the model loaded.
+    if args.object_size is not None and not args.object_size > 0:
+        print(f"error: --object-size must be a positive number of pixels, got {args.object_size}", file=sys.stderr)
+        return 2
     try:
         data = open_stack(args.input)
         check_output(args.input, args.output, args.overwrite)
@@ -152,7 +161,8 @@ def run_embed(args: argparse.Namespace) -> int:
     source = str(Path(args.input).expanduser().resolve())
     try:
         hits, total = embed_stack(predictor, data, args.output, args.channel_axis, args.rgb, progress=progress,
-                                  overwrite=args.overwrite, source=source)
+                                  overwrite=args.overwrite, source=source, tiles=args.tiles,
+                                  object_size=args.object_size)
     except NotEnoughMemoryError as exc:
         progress.bar.finish()
         print(f"error: {exc} Planes written so far are kept.", file=sys.stderr)

@@ -372,15 +372,38 @@ class Engine:
                 self._plan_tiles(job)
                 yield PlaneReady(job.source, job.index, None, time.perf_counter() - start, self.pending())
             elif job.window is not None:
-                plane = self.read_plane(job.source, job.index)
-                key = self.key(job.source, job.index)
-                self.prompts.window_embedding(plane, job.window, key, self.prompts.plane_limits(plane, key))
+                self._embed_tile(job)
                 yield PlaneReady(job.source, job.index, job.key, time.perf_counter() - start, self.pending(),
                                  job.window)
             else:
                 key = self.key(job.source, job.index)
                 self.cache.put(key, self._compute(job.source, job.index))
                 yield PlaneReady(job.source, job.index, key, time.perf_counter() - start, self.pending())
+
+    def _embed_tile(self, job: _Job) -> None:
+        """One tile into the cache: from the source's embedding store when it holds it
+        (unchanged), else computed, and written to the store when it keeps such tiles."""
+        assert job.window is not None and job.key is not None
+        plane = self.read_plane(job.source, job.index)
+        key = self.key(job.source, job.index)
+        limits = self.prompts.plane_limits(plane, key)
+        store = self._stores.get(job.source.signature)
+        if store is None or job.window.bounds not in store.tiles:
+            self.prompts.window_embedding(plane, job.window, key, limits)
+            return
+        index = job.source.check(job.index)
+        digest = store.digest(plane)
+        stored = store.get_tile(index, job.window.bounds, digest, self._device())
+        if stored is not None:
+            self.store_hits += 1
+            self.cache.put(job.key, stored)
+            return
+        emb = self.prompts.window_embedding(plane, job.window, key, limits)
+        try:
+            store.put_tile(index, job.window.bounds, digest, emb)
+        except OSError as exc:  # a full or read-only disk: keep working from memory
+            self._stores.pop(job.source.signature, None)
+            self.store_error = f"stopped writing the embedding store: {exc}"
 
     def _plan_tiles(self, job: _Job) -> None:
         """Measure the plane (object size, limits) and queue its missing tiles, nearest first."""

@@ -6,6 +6,12 @@ Layout (zarr >= 3)::
       features  float16  (*stack, C, h, w)  one compressed chunk per plane
       limits    float64  (*stack, 2)        intensity limits the plane was stretched with
       digest    uint8    (*stack, 16)       per-plane signature; all zero = not done
+      tile_features float16 (*stack, T, C, h, w)  optional: the plane's zoomed tiles
+      tile_digest   uint8   (*stack, T, 16)       per-tile signature (the plane's digest)
+
+The tiles are the windows the prompt service answers prompts from (see
+:mod:`napari_sam.prompting`), recorded with their bounds in the group's attributes; a
+store made for other tiles (another object size) gets its tile arrays made afresh.
 
 A plane counts as stored only once its digest is written, after its features: an
 interrupted run or a full disk leaves at worst a plane that is embedded again. The digest
@@ -41,7 +47,9 @@ FORMAT = 1
 DIGEST_BYTES = 16
 Index = tuple[int, ...]
 ARRAYS = ("features", "limits", "digest")
+TILE_ARRAYS = ("tile_features", "tile_digest")
 SOURCE_ATTR = "napari_sam_source"  # the image a store was made from, where the caller named one
+TILES_ATTR = "napari_sam_tiles"  # the tiles' bounds (r0, c0, r1, c1), where tiles are stored
 
 
 class StoreConflictError(ValueError):
@@ -105,6 +113,7 @@ class EmbeddingStore:
         self._features = group["features"]
         self._limits = group["limits"]
         self._digest = group["digest"]
+        self.tiles: list[tuple[int, int, int, int]] = [tuple(t) for t in dict(group.attrs).get(TILES_ATTR, [])]
 
     @classmethod
     def open(cls, path: str | Path, predictor: Predictor, layout: StackLayout, clevel: int = 5,
@@ -195,6 +204,67 @@ class EmbeddingStore:
         self._limits[index] = np.asarray(limits, dtype=np.float64)
         self._digest[index] = digest
 
+    # ----------------------------------------------------------------- zoomed tiles
+
+    def use_tiles(self, tiles: Sequence[tuple[int, int, int, int]]) -> None:
+        """Store the tiles with these bounds (r0, c0, r1, c1) for every plane; tiles stored
+        for other bounds are dropped (their arrays are made afresh)."""
+        tiles = [tuple(int(v) for v in t) for t in tiles]
+        if tiles == self.tiles and all(k in self.group for k in TILE_ARRAYS):
+            return
+        stack = tuple(self.meta["stack_shape"])
+        ones = (1,) * len(stack)
+        feat = tuple(self.meta["feature_shape"])
+        zarr = _zarr()
+        codec = zarr.codecs.BloscCodec(cname="zstd", clevel=5, shuffle="shuffle", typesize=2)
+        attrs = {k: v for k, v in dict(self.group.attrs).items() if k != TILES_ATTR}
+        self.group.attrs.put(attrs)  # no tiles recorded while their arrays are remade
+        self.group.create_array("tile_features", shape=stack + (len(tiles),) + feat, chunks=ones + (1,) + feat,
+                                dtype="float16", compressors=codec, fill_value=0, overwrite=True)
+        self.group.create_array("tile_digest", shape=stack + (len(tiles), DIGEST_BYTES),
+                                chunks=ones + (len(tiles), DIGEST_BYTES), dtype="uint8", fill_value=0, overwrite=True)
+        self.group.attrs.put({**attrs, TILES_ATTR: [list(t) for t in tiles]})
+        self.tiles = tiles
+
+    def get_tile(self, index: Index, tile: tuple[int, int, int, int], digest: np.ndarray,
+                 device: torch.device | str = "cpu") -> Embedding | None:
+        """A stored tile's embedding (float32 on ``device``), or None if absent or stale."""
+        import torch
+
+        from .imaging import resized_shape
+        from .predictor import Embedding
+
+        i = self._tile_number(tile)
+        if i is None:
+            return None
+        try:
+            if not np.array_equal(np.asarray(self.group["tile_digest"][index + (i,)]), digest):
+                return None
+            features = torch.from_numpy(np.asarray(self.group["tile_features"][index + (i,)]))[None]
+        except Exception:  # an unreadable chunk is a tile to embed again
+            return None
+        shape = (tile[2] - tile[0], tile[3] - tile[1])
+        img_size = self.meta["img_size"]
+        return Embedding(features.to(device=device, dtype=torch.float32), shape, resized_shape(shape, img_size),
+                         img_size, self.meta["model"])
+
+    def put_tile(self, index: Index, tile: tuple[int, int, int, int], digest: np.ndarray,
+                 embedding: Embedding) -> None:
+        """Write one tile of a plane (one of :attr:`tiles`); its digest goes last."""
+        import torch
+
+        i = self._tile_number(tile)
+        if i is None:
+            raise ValueError(f"the tile {tile} is not one this store holds")
+        self.group["tile_features"][index + (i,)] = embedding.features.detach().to("cpu", torch.float16).numpy()[0]
+        self.group["tile_digest"][index + (i,)] = digest
+
+    def _tile_number(self, tile: tuple[int, int, int, int]) -> int | None:
+        try:
+            return self.tiles.index(tuple(int(v) for v in tile))
+        except ValueError:
+            return None
+
     def nbytes_stored(self) -> int:
         """Bytes of the features on disk (compressed chunks)."""
         return int(self._features.nbytes_stored())
@@ -227,7 +297,7 @@ def check_store_path(path: str | Path, source: str | None = None, overwrite: boo
     not_a_store = StoreConflictError(
         f"{path} is a folder of other files, not a napari-sam embedding store; it is never written "
         "into: choose another output path (a new folder, e.g. ending in .zarr)")
-    if not entries <= {"zarr.json", *ARRAYS}:
+    if not entries <= {"zarr.json", *ARRAYS, *TILE_ARRAYS}:
         raise not_a_store
     try:
         group = _zarr().open_group(str(path), mode="r")
@@ -235,7 +305,7 @@ def check_store_path(path: str | Path, source: str | None = None, overwrite: boo
         members = set(group.keys())
     except Exception:  # noqa: BLE001 - whatever zarr makes of it, it is not one of our stores
         raise not_a_store from None
-    if not set(attrs) <= {"napari_sam", SOURCE_ATTR} or not members <= set(ARRAYS):
+    if not set(attrs) <= {"napari_sam", SOURCE_ATTR, TILES_ATTR} or not members <= {*ARRAYS, *TILE_ARRAYS}:
         raise not_a_store
     recorded = attrs.get(SOURCE_ATTR)
     if source is not None and recorded is not None and recorded != source and not overwrite:
@@ -287,27 +357,43 @@ class PlaneDone:
 def iter_embed_stack(
     predictor: Predictor, data: Any, path: str | Path, channel_axis: int | None = None,
     rgb: bool = False, plane_axes: tuple[int, int] = (-2, -1), overwrite: bool = False,
-    source: str | None = None,
+    source: str | None = None, tiles: bool = False, object_size: float | None = None,
 ) -> Iterator[PlaneDone]:
     """Embed every plane of ``data`` into the store at ``path``, reusing stored planes.
 
     Reads one plane at a time; yields after each plane (stop iterating to cancel).
     ``source`` names the input (e.g. its resolved path) so that a store made from another
     image is refused; ``overwrite`` replaces what does not fit (see :meth:`EmbeddingStore.open`).
+    With ``tiles``, each plane's zoomed tiles are stored too, for objects of ``object_size``
+    pixels (measured on the first plane when None): the windows the widget answers prompts from.
     """
     from .imaging import intensity_limits, plane_of
+    from .prompting import PromptService
 
     layout = StackLayout.of(data, channel_axis, rgb, plane_axes)
     store = EmbeddingStore.open(path, predictor, layout, overwrite=overwrite, source=source)
+    service = PromptService(predictor)
+    windows = []
+    if tiles:
+        if object_size is None:
+            first = plane_of(data, next(iter(layout.indices())), layout.channel_axis, rgb, layout.plane_axes)
+            object_size = service.plane_diameter(first, "first plane")
+        windows = service.tiles(layout.plane_shape, object_size)
+        store.use_tiles([w.bounds for w in windows])
     total = layout.n_planes
     for done, index in enumerate(layout.indices(), start=1):
         start = time.perf_counter()
         plane = plane_of(data, index, layout.channel_axis, rgb, layout.plane_axes)
         digest = store.digest(plane)
         hit = store.is_done(index, digest)
+        limits = store.limits(index) if hit else intensity_limits(plane, predictor.percentiles)
         if not hit:
-            limits = intensity_limits(plane, predictor.percentiles)
             store.put(index, digest, predictor.embed(plane, limits=limits), limits)
+        for win in windows:
+            if store.get_tile(index, win.bounds, digest) is None:
+                hit = False
+                crop = plane[win.r0:win.r1, win.c0:win.c1]
+                store.put_tile(index, win.bounds, digest, predictor.embed(crop, limits=limits))
         yield PlaneDone(index, done, total, hit, time.perf_counter() - start)
 
 
@@ -315,11 +401,12 @@ def embed_stack(
     predictor: Predictor, data: Any, path: str | Path, channel_axis: int | None = None,
     rgb: bool = False, plane_axes: tuple[int, int] = (-2, -1),
     progress: Callable[[PlaneDone], None] | None = None, overwrite: bool = False,
-    source: str | None = None,
+    source: str | None = None, tiles: bool = False, object_size: float | None = None,
 ) -> tuple[int, int]:
     """:func:`iter_embed_stack` for plain callers; returns (planes reused, total planes)."""
     hits = total = 0
-    for item in iter_embed_stack(predictor, data, path, channel_axis, rgb, plane_axes, overwrite, source):
+    for item in iter_embed_stack(predictor, data, path, channel_axis, rgb, plane_axes, overwrite, source,
+                                 tiles, object_size):
         hits += item.hit
         total = item.total
         if progress is not None:
