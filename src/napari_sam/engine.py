@@ -254,6 +254,7 @@ class Engine:
         key = self.key(source, index)
         service = self.prompts
         limits = service.plane_limits(plane, key)
+        self._share_plane_embedding(plane, key, limits)
         return service.segment(plane, points, labels, box, multimask, signature=key, limits=limits,
                                diameter=self.object_size(source, index), mask_input=mask_input,
                                mask_window=mask_window)
@@ -274,6 +275,17 @@ class Engine:
         shape = self._plane_shape(source)
         tiles = service.tiles(shape, size)
         return sum(service.window_key(w, key, limits) in self.cache for w in tiles), len(tiles)
+
+    def _share_plane_embedding(self, plane: np.ndarray, key: Key, limits: tuple[float, float]) -> None:
+        """A window that is the whole plane (a plane no larger than the smallest tile) is the
+        plane's own embedding: file it under the window's key too, instead of a second
+        encoder pass (same crop, same intensity limits)."""
+        h, w = plane.shape[:2]
+        window_key = self.prompts.window_key(Window(0, 0, h, w), key, limits)
+        if window_key not in self.cache:
+            embedding = self.cache.get(key)
+            if embedding is not None:
+                self.cache.put(window_key, embedding)
 
     def _plane_shape(self, source: PlaneSource) -> tuple[int, int]:
         shape = source.data.shape
@@ -412,6 +424,7 @@ class Engine:
         plane = self.read_plane(source, index)
         key = self.key(source, index)
         limits = self.prompts.plane_limits(plane, key)
+        self._share_plane_embedding(plane, key, limits)
         tiles = nearest_first(self.tiles(source, index), job.tiles_near)
         jobs = [_Job(source, index, w, self.prompts.window_key(w, key, limits)) for w in tiles]
         jobs = [j for j in jobs if j.key not in self.cache][: self._max_tiles()]
