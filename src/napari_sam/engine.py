@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from .cache import EmbeddingCache, Key
-from .imaging import intensity_limits, plane_of
+from .imaging import plane_of
 from .predictor import Candidates, Embedding
 from .prompting import PromptService
 from .windows import Window, nearest_first
@@ -261,8 +261,7 @@ class Engine:
 
     def tiles(self, source: PlaneSource, index: Index) -> list[Window]:
         """The windows that answer prompts on objects of :meth:`object_size` on this plane."""
-        shape = tuple(self.read_plane(source, index).shape[:2])
-        return self.prompts.tiles(shape, self.object_size(source, index))
+        return self.prompts.tiles(self._plane_shape(source), self.object_size(source, index))
 
     def tiles_embedded(self, source: PlaneSource, index: Index) -> tuple[int, int] | None:
         """(tiles cached, tiles) of the plane, or None while its object size is unknown."""
@@ -307,7 +306,7 @@ class Engine:
         return self._stores.get(source.signature)
 
     def _compute(self, source: PlaneSource, index: Index) -> Embedding:
-        plane = source.plane(index)
+        plane = self.read_plane(source, index)  # its tiles come next: read it once
         store = self._stores.get(source.signature)
         if store is None:
             return self.predictor.embed(plane)
@@ -317,7 +316,7 @@ class Engine:
         if stored is not None:
             self.store_hits += 1
             return stored
-        limits = intensity_limits(plane, self.predictor.percentiles)
+        limits = self.prompts.plane_limits(plane, self.key(source, index))  # the tiles' limits too
         emb = self.predictor.embed(plane, limits=limits)
         try:
             store.put(index, digest, emb, limits)
