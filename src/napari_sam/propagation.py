@@ -38,6 +38,7 @@ from scipy import ndimage as ndi
 
 from .imaging import finite
 from .predictor import Embedding, Predictor
+from .prompting import mask_threshold
 
 CARRIES = ("intensity", "model")
 
@@ -55,7 +56,7 @@ class PropagationParams:
     level: float = 0.6  # in-plane: pixels above this point between background and object belong to it
     grow: int = 1  # pixels a mask may grow by from one slice to the next
     box_margin: float = 1.5  # pixels added around a box prompt, and around the previous mask (model carry)
-    mask_threshold: float | None = None  # logit cut; None: -1 for box-only models, else 0
+    mask_threshold: float | None = None  # logit cut; None: the prompt service's (prompting.mask_threshold)
     ring: int = 4  # width in pixels of the ring around the start mask that measures the background
 
 
@@ -162,9 +163,7 @@ def propagate_piece(
 
     look = column.look(z, local)
     first, last = column.extent(z, local, look)
-    threshold = params.mask_threshold
-    if threshold is None:
-        threshold = -1.0 if predictor.box_only else 0.0
+    threshold = mask_threshold(predictor.box_only) if params.mask_threshold is None else params.mask_threshold
     embed = embed or _embedder(predictor, volume)
     done = 1
     for step, end in ((-1, first), (1, last)):
