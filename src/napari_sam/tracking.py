@@ -29,8 +29,10 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from .imaging import finite
+from .metrics import iou
 from .predictor import Candidates
 from .prompting import PromptService, plane_digest
+from .propagation import _interior_point
 
 
 @dataclass(frozen=True)
@@ -211,7 +213,7 @@ def track(
                     reason = f"no object found on frame {nxt}"
                     break
                 score = float(cand.scores[cand.best])
-                overlap = _iou(current, moved)
+                overlap = iou(current, moved)
                 ratio = current.sum() / max(1, prev.sum())
                 contrast = _contrast(frames.read(nxt), current) / start_contrast if start_contrast else 1.0
                 unsure = (score < params.min_score or overlap < params.min_overlap or contrast < params.min_contrast
@@ -324,17 +326,6 @@ def _keep_part(mask: np.ndarray, moved: np.ndarray) -> np.ndarray:
     overlap = np.bincount(parts[moved], minlength=count + 1)
     overlap[0] = 0
     return parts == (overlap.argmax() if overlap.max() else 1 + np.argmax(np.bincount(parts.ravel())[1:]))
-
-
-def _iou(a: np.ndarray, b: np.ndarray) -> float:
-    union = np.logical_or(a, b).sum()
-    return float(np.logical_and(a, b).sum() / union) if union else 0.0
-
-
-def _interior_point(mask: np.ndarray) -> np.ndarray:
-    """The mask pixel farthest from its edge, as (row, col)."""
-    dist = ndi.distance_transform_edt(mask)
-    return np.array(np.unravel_index(np.argmax(dist), mask.shape), np.float32)
 
 
 __all__ = ["ArrayFrames", "Frame", "Frames", "Track", "TrackParams", "motion", "track"]
