@@ -67,7 +67,7 @@ def test_follows_nuclei_moving_3px_per_frame(lite_predictor, movie, frames):
         carried.append(_per_frame_iou(propagate(lite_predictor, image, 0, box=_box(truth[0] == k)), truth == k))
         # each frame is kept as a crop of the object's size, not a full plane
         assert all(f.mask.shape[0] < 80 and f.mask.shape[1] < 80 for f in tr.frames.values())
-    assert np.mean(ours) >= 0.65, (ours, carried)
+    assert np.mean(ours) >= 0.70, (ours, carried)
     assert np.mean(ours) >= np.mean(carried) + 0.2, (ours, carried)
 
 

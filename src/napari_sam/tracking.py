@@ -51,6 +51,7 @@ class TrackParams:
 
     search: float = 0.5
     search_px: int = 6
+    prior: float = 0.5
     box_margin: float = 0.1
     min_score: float = 0.5
     min_overlap: float = 0.3
@@ -242,33 +243,51 @@ def motion(before: np.ndarray, after: np.ndarray, mask: np.ndarray, velocity: np
            params: TrackParams = TrackParams()) -> tuple[float, float]:
     """The (rows, cols) shift that takes the object of ``mask`` on ``before`` to ``after``.
 
-    The object's patch (its box with a margin) is matched by normalised cross-correlation
-    within ``params.search`` object sizes of where ``velocity`` predicts it; a mild prior
-    prefers shifts near the prediction, so a similar neighbour does not win a tie.
+    The object (its mask grown by two pixels, so its edge counts) is matched by normalised
+    cross-correlation over the mask's pixels only, within ``params.search`` object sizes
+    of where ``velocity`` predicts it. Matching the object's pixels alone matters: a patch
+    that holds background would be pulled toward no motion by the static background. A
+    mild prior prefers shifts near the prediction, so a similar neighbour does not win a tie.
     """
-    from skimage.feature import match_template
-
     a, b = _grey(before), _grey(after)
-    r0, c0, r1, c1 = _bbox(mask)
-    size = max(r1 - r0 + 1, c1 - c0 + 1)
-    margin = max(2, size // 4)
+    grown = ndi.binary_dilation(mask, iterations=2)
+    t0, u0, r1, c1 = _bbox(grown)
+    t1, u1 = r1 + 1, c1 + 1
+    size = max(t1 - t0, u1 - u0)
     reach = int(np.ceil(params.search * size)) + params.search_px
     h, w = a.shape
-    t0, t1 = max(r0 - margin, 0), min(r1 + margin + 1, h)
-    u0, u1 = max(c0 - margin, 0), min(c1 + margin + 1, w)
-    template = a[t0:t1, u0:u1]
     pr, pc = int(round(velocity[0])), int(round(velocity[1]))
     s0, s1 = max(t0 + pr - reach, 0), min(t1 + pr + reach, h)
     v0, v1 = max(u0 + pc - reach, 0), min(u1 + pc + reach, w)
-    search = b[s0:s1, v0:v1]
-    if search.shape[0] < template.shape[0] or search.shape[1] < template.shape[1] or template.std() == 0:
+    if s1 - s0 < t1 - t0 or v1 - v0 < u1 - u0:
         return float(velocity[0]), float(velocity[1])
-    score = match_template(search, template)
+    score = _masked_ncc(b[s0:s1, v0:v1], a[t0:t1, u0:u1], grown[t0:t1, u0:u1])
+    if score is None:
+        return float(velocity[0]), float(velocity[1])
     dr = np.arange(score.shape[0])[:, None] + s0 - t0
     dc = np.arange(score.shape[1])[None, :] + v0 - u0
-    score = score - 0.1 * ((dr - velocity[0]) ** 2 + (dc - velocity[1]) ** 2) / reach ** 2
+    score = score - params.prior * ((dr - velocity[0]) ** 2 + (dc - velocity[1]) ** 2) / reach ** 2
     i, j = np.unravel_index(np.argmax(score), score.shape)
     return float(dr[i, 0]), float(dc[0, j])
+
+
+def _masked_ncc(search: np.ndarray, template: np.ndarray, weight: np.ndarray) -> np.ndarray | None:
+    """Normalised cross-correlation of ``template`` over its ``weight`` pixels at every
+    placement inside ``search`` ('valid' placements); None for a flat template."""
+    from scipy.signal import correlate
+
+    w = weight.astype(np.float64)
+    n = w.sum()
+    t = (template - (template * w).sum() / n) * w
+    norm = np.sqrt((t * t).sum())
+    if n < 2 or norm == 0:
+        return None
+    x = search.astype(np.float64)
+    num = correlate(x, t, mode="valid", method="fft")
+    s1 = correlate(x, w, mode="valid", method="fft")
+    s2 = correlate(x * x, w, mode="valid", method="fft")
+    var = np.maximum(s2 - s1 * s1 / n, 0.0)
+    return np.where(var > 1e-12 * max(1.0, float(var.max())), num / (norm * np.sqrt(var) + 1e-12), -1.0)
 
 
 def _frame(k: int, mask: np.ndarray, score: float, overlap: float, contrast: float,
