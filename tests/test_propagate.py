@@ -154,3 +154,37 @@ def test_the_package_level_function_is_not_shadowed_by_its_module():
     import napari_sam.automatic_volume  # noqa: F401  (imports the module that holds propagate)
 
     assert napari_sam.propagate is propagate and callable(napari_sam.propagate)
+
+
+def test_motion_carry_follows_a_moving_object_through_the_api(lite_predictor, nuclei2d):
+    from napari_sam.variants import moving
+
+    image, labels = nuclei2d
+    movie, truth = moving(image[:160, :160], labels[:160, :160], frames=6, speed_px=3.0, seed=1)
+    k = next(k for k in np.unique(truth[0]) if k and all((truth[t] == k).sum() > 150 for t in range(6)))
+    r, c = np.nonzero(truth[0] == k)
+    box = [r.min() - 1, c.min() - 1, r.max() + 1, c.max() + 1]
+    moved = propagate(lite_predictor, movie, 0, box=box, params=PropagationParams(carry="motion"))
+    carried = propagate(lite_predictor, movie, 0, box=box)  # the intensity carry loses it
+    per_frame = [iou(moved[t], truth[t] == k) for t in range(6)]
+    assert np.mean(per_frame) >= 0.7, per_frame
+    assert np.mean(per_frame) > np.mean([iou(carried[t], truth[t] == k) for t in range(6)]) + 0.2
+    piece = propagate_piece(lite_predictor, movie, 0, box=box, params=PropagationParams(carry="motion"))
+    np.testing.assert_array_equal(piece.paste(movie.shape), moved)
+
+
+def test_propagate_labels_carries_every_object_of_a_slice_under_its_id(lite_predictor, stacked, embed):
+    from napari_sam import propagate_labels
+
+    volume, a, b, c = stacked
+    start = np.zeros(volume.shape[1:], np.uint16)  # both objects, committed on slice 8
+    start[a[8]] = 3
+    start[c[8]] = 7
+    seen = []
+    out = propagate_labels(lite_predictor, volume, 8, start, progress=lambda d, n: seen.append((d, n)))
+    assert out.shape == volume.shape and set(np.unique(out)) == {0, 3, 7}
+    assert iou(out == 3, a) > 0.7 and iou(out == 7, c) > 0.7, (iou(out == 3, a), iou(out == 7, c))
+    assert ((out == 3) & b).sum() < 0.05 * b.sum()
+    assert seen[-1] == (2, 2)
+    with pytest.raises(ValueError, match="shape"):
+        propagate_labels(lite_predictor, volume, 8, start[:10])

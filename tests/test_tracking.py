@@ -114,3 +114,21 @@ def test_unsure_frames_are_flagged_and_a_run_of_them_stops(frames, movie):
     tr = track(frames, 0, truth[0] == k, TrackParams(min_score=1.01, patience=3), corrections={3: truth[3] == k})
     assert tr.span == (0, 3) and tr.unsure() == [1, 2]
     assert tr.stopped[1] == "unsure from frame 4"
+
+
+def test_an_intensity_carried_object_gets_the_same_confidence_and_flags(lite_predictor, movie):
+    from napari_sam.propagation import propagate_piece, score_piece
+
+    image, truth = movie
+    k = _objects(truth, 1)[0]
+    still = np.repeat(image[:1], FRAMES, axis=0)  # the object does not move: the carry follows it
+    gone = still.copy()
+    gone[5:][:, truth[0] == k] = np.median(image[0][truth[0] == 0])  # ... until it is gone from frame 5
+    piece = propagate_piece(lite_predictor, gone, 2, mask=truth[0] == k)
+    scored = score_piece(lambda t: gone[t], FRAMES, 2, piece, truth.shape[1:])
+    assert scored.span == (0, 4) and scored.stopped == {-1: "end of the stack", 1: "where its intensity profile ends"}
+    np.testing.assert_array_equal(scored.paste(FRAMES), piece.paste(gone.shape))
+    conf = scored.confidence()
+    assert conf[2] == 1.0 and all(v > 0.8 for v in conf.values()), conf  # the same object on every frame
+    with pytest.raises(ValueError, match="start frame"):
+        score_piece(lambda t: gone[t], FRAMES, 6, piece, truth.shape[1:])

@@ -20,6 +20,8 @@ _EXPORTS = {
     "list_models": "registry",
     "register": "registry",
     "propagate": "propagation",
+    "propagate_labels": "propagation",
+    "track": "tracking",
 }
 
 __all__ = sorted(_EXPORTS)
@@ -27,7 +29,8 @@ __all__ = sorted(_EXPORTS)
 if TYPE_CHECKING:
     from .loading import load_model
     from .predictor import Candidates, Embedding, Predictor
-    from .propagation import propagate
+    from .propagation import propagate, propagate_labels
+    from .tracking import track
     from .registry import DEFAULT_MODEL, ModelSpec, get_spec, list_models, register
 
 

@@ -18,6 +18,9 @@ ways (:attr:`PropagationParams.carry`):
 - ``"model"``: SAM on each slice (its embedding from ``embed``), prompted with a box
   around the previous mask (plus an interior point for point-capable models), kept to the
   object's bright part.
+- ``"motion"``: for movies. The object is followed as it moves, each frame answered by SAM
+  at zoom, and it ends where the model and the image say it is gone
+  (:func:`napari_sam.tracking.track`; its extent does not come from the profile).
 
 The start slice is segmented by SAM on the denoised slice, zoomed in on the prompt
 (:meth:`Predictor.segment`), unless a start mask or a correction is given. Objects darker
@@ -30,17 +33,20 @@ around the object is read, so lazy stacks stay lazy.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
 import torch
 from scipy import ndimage as ndi
 
 from .imaging import finite
+from .metrics import iou
 from .predictor import Embedding, Predictor
 from .prompting import mask_threshold
+from .tracking import ArrayFrames, Frame, Track, TrackParams, centre, interior_point, object_contrast, track
 
-CARRIES = ("intensity", "model")
+CARRIES = ("intensity", "model", "motion")
 
 
 @dataclass(frozen=True)
@@ -48,7 +54,7 @@ class PropagationParams:
     """How slices are segmented and where the object ends; the defaults are tuned on a
     real nucleus volume (objects ~7 slices deep, 15 px wide, noisy and crowded)."""
 
-    carry: str = "intensity"  # "intensity" or "model": see the module docstring
+    carry: str = "intensity"  # "intensity", "model" or "motion": see the module docstring
     denoise_sigma: float = 0.7  # Gaussian sigma (pixels, every axis) of the denoised stack
     profile_sigma: float = 1.5  # in-plane sigma of the profile; none along the stack, where it would blur the dips
     end_level: float = 0.6  # the object ends below this point between background (0) and its brightness (1)
@@ -147,6 +153,8 @@ def propagate_piece(
         if mask.shape != shape[1:]:
             raise ValueError(f"the start mask has shape {mask.shape}, the slices {shape[1:]}")
 
+    if params.carry == "motion":
+        return _motion_piece(predictor, volume, z, points, labels, box, mask, corrections, progress, cancel)
     column = _Column(volume, _extent_of(shape[1:], mask, points, box, corrections.get(z)), params)
     if z in corrections:
         start = corrections[z]
@@ -185,7 +193,7 @@ def propagate_piece(
             else:
                 current = column.keep_bright(k, prev, look, column.crop(_mask_from_prompts(
                     predictor, embed(k), threshold, box=_box_around(column.paste(prev), params.box_margin),
-                    points=None if predictor.box_only else _interior_point(column.paste(prev))[None])))
+                    points=None if predictor.box_only else interior_point(column.paste(prev))[None])))
             if not current.any():
                 break
             found[k] = current
@@ -337,6 +345,103 @@ def _start_mask(predictor: Predictor, column: _Column, z: int, points: object, l
     return column.paste(cand.masks[cand.best])
 
 
+def score_piece(read: Callable[[int], np.ndarray], n: int, start: int, piece: Piece,
+                plane_shape: tuple[int, int], params: TrackParams = TrackParams()) -> Track:
+    """A :class:`Track` of an object found another way (the intensity carry through z),
+    with the same per-frame confidence and unsure flags as :func:`track` gives, less the
+    model's score: each mask's IoU with its neighbour toward ``start``, its area change and
+    its contrast relative to the start frame's. ``read(k)`` returns frame k's pixels, of ``n``.
+    Works on the piece's window, so memory follows the object's size."""
+    window = piece.where[1:]
+    masks = {piece.z0 + i: m for i, m in enumerate(piece.mask) if m.any()}
+    if start not in masks:
+        raise ValueError(f"the object holds nothing on the start frame {start}")
+    out = Track(plane_shape)
+
+    def frame(k: int, mask: np.ndarray, *rest: Any) -> Frame:
+        f = Frame.of(k, mask, *rest)
+        return replace(f, r0=f.r0 + window[0].start, c0=f.c0 + window[1].start)
+
+    start_contrast = object_contrast(read(start)[window], masks[start])
+    out.frames[start] = frame(start, masks[start], 1.0, 1.0, 1.0, (0.0, 0.0), False)
+    for step in (-1, 1):
+        k = start + step
+        while k in masks:
+            current, prev = masks[k], masks[k - step]
+            overlap = iou(current, prev)
+            ratio = current.sum() / max(1, prev.sum())
+            contrast = object_contrast(read(k)[window], current) / start_contrast if start_contrast else 1.0
+            unsure = (overlap < params.min_overlap or contrast < params.min_contrast
+                      or not 1 / params.area_change <= ratio <= params.area_change)
+            out.frames[k] = frame(k, current, 1.0, overlap, contrast, tuple(centre(current) - centre(prev)), unsure)
+            k += step
+        out.stopped[step] = "end of the stack" if k in (-1, n) else "where its intensity profile ends"
+    return out
+
+
+def _motion_piece(predictor: Predictor, volume: object, z: int, points: object, labels: object, box: object,
+                  mask: np.ndarray | None, corrections: dict[int, np.ndarray],
+                  progress: Callable[[int, int], None] | None, cancel: Callable[[], bool] | None) -> Piece:
+    """The object followed by its motion (``carry="motion"``), as one piece over the window
+    all its frames share (for long movies of a moving object, :func:`~napari_sam.tracking.track`
+    keeps each frame's crop instead)."""
+    service = predictor.prompts()
+    frames = ArrayFrames(service, volume)
+    if z in corrections:
+        start = corrections[z]
+    elif mask is not None:
+        start = mask
+    else:
+        cand = service.segment(frames.read(z), points=points, labels=labels, box=box)
+        start = cand.masks[cand.best]
+    found = track(frames, z, start, corrections=corrections, use_points=not predictor.box_only,
+                  progress=progress, cancel=cancel)
+    if not found.frames:
+        return Piece(z, 0, 0, np.zeros((1, 0, 0), dtype=bool))
+    first, last = found.span
+    r0 = min(f.r0 for f in found.frames.values())
+    c0 = min(f.c0 for f in found.frames.values())
+    r1 = max(f.r0 + f.mask.shape[0] for f in found.frames.values())
+    c1 = max(f.c0 + f.mask.shape[1] for f in found.frames.values())
+    out = np.zeros((last - first + 1, r1 - r0, c1 - c0), dtype=bool)
+    for k, f in found.frames.items():
+        out[k - first, f.r0 - r0:f.r0 - r0 + f.mask.shape[0], f.c0 - c0:f.c0 - c0 + f.mask.shape[1]] = f.mask
+    return Piece(first, r0, c0, out)
+
+
+def propagate_labels(
+    predictor: Predictor,
+    volume: object,
+    z: int,
+    labels: np.ndarray,
+    params: PropagationParams = PropagationParams(),
+    progress: Callable[[int, int], None] | None = None,
+    cancel: Callable[[], bool] | None = None,
+) -> np.ndarray:
+    """Carry every object of ``labels`` (an (H, W) label image of slice ``z``) through the
+    stack; returns (Z, H, W) labels with each object under its own id.
+
+    Objects are followed one at a time, each as its own :func:`propagate_piece` (memory
+    follows the objects' size, plus the output). Where two objects claim a pixel of another
+    slice, the one that is larger on slice ``z`` keeps it.
+    """
+    labels = np.asarray(labels)
+    shape = tuple(getattr(volume, "shape", np.shape(volume)))
+    if labels.shape != shape[1:]:
+        raise ValueError(f"the labels have shape {labels.shape}, the slices {shape[1:]}")
+    ids, areas = np.unique(labels[labels > 0], return_counts=True)
+    out = np.zeros(shape, dtype=np.min_scalar_type(int(ids.max())) if len(ids) else np.uint8)
+    for done, k in enumerate(ids[np.argsort(-areas, kind="stable")]):
+        if progress is not None:
+            progress(done, len(ids))
+        piece = propagate_piece(predictor, volume, z, mask=labels == k, params=params, cancel=cancel)
+        region = out[piece.where]
+        region[piece.mask & (region == 0)] = k
+    if progress is not None:
+        progress(len(ids), len(ids))
+    return out
+
+
 def _embedder(predictor: Predictor, volume: object) -> Callable[[int], Embedding]:
     """Embed slices on demand, each once."""
     cache: dict[int, Embedding] = {}
@@ -365,10 +470,4 @@ def _box_around(mask: np.ndarray, margin: float) -> np.ndarray:
     return np.clip(box, 0, [h - 1, w - 1, h - 1, w - 1])
 
 
-def _interior_point(mask: np.ndarray) -> np.ndarray:
-    """The mask pixel farthest from its edge, as (row, col)."""
-    dist = ndi.distance_transform_edt(mask)
-    return np.array(np.unravel_index(np.argmax(dist), mask.shape), np.float32)
-
-
-__all__ = ["CARRIES", "Piece", "PropagationParams", "propagate", "propagate_piece"]
+__all__ = ["CARRIES", "Piece", "PropagationParams", "propagate", "propagate_labels", "propagate_piece", "score_piece"]

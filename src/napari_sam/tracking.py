@@ -32,7 +32,6 @@ from .imaging import finite
 from .metrics import iou
 from .predictor import Candidates
 from .prompting import PromptService, plane_digest
-from .propagation import _interior_point
 
 
 @dataclass(frozen=True)
@@ -73,6 +72,14 @@ class Frame:
     contrast: float  # contrast with the surroundings, relative to the start frame's
     shift: tuple[float, float]
     unsure: bool
+
+    @classmethod
+    def of(cls, k: int, mask: np.ndarray, score: float, overlap: float, contrast: float,
+           shift: tuple[float, float], unsure: bool) -> Frame:
+        """Frame ``k`` of a plane ``mask``, kept as the crop of its bounding box."""
+        r0, c0, r1, c1 = _bbox(mask)
+        return cls(k, r0, c0, mask[r0:r1 + 1, c0:c1 + 1].copy(), score, overlap, contrast,
+                   (float(shift[0]), float(shift[1])), unsure)
 
     @property
     def area(self) -> int:
@@ -182,8 +189,8 @@ def track(
     out = Track(plane_shape)
     if not mask.any():
         return out
-    out.frames[start] = _frame(start, mask, 1.0, 1.0, 1.0, (0.0, 0.0), False)
-    start_contrast = _contrast(frames.read(start), mask)
+    out.frames[start] = Frame.of(start, mask, 1.0, 1.0, 1.0, (0.0, 0.0), False)
+    start_contrast = object_contrast(frames.read(start), mask)
     done = 1
     for step in (-1, 1):
         prev, k = mask, start
@@ -201,13 +208,13 @@ def track(
                 if not current.any():
                     reason = f"your correction on frame {nxt} is empty"
                     break
-                shift = tuple(_centre(current) - _centre(prev))
-                frame = _frame(nxt, current, 1.0, 1.0, 1.0, shift, False)
+                shift = tuple(centre(current) - centre(prev))
+                frame = Frame.of(nxt, current, 1.0, 1.0, 1.0, shift, False)
             else:
                 shift = motion(frames.read(k), frames.read(nxt), prev, velocity, params)
                 moved = _shifted(prev, shift)
                 box = _box_around(moved, params.box_margin)
-                points = _interior_point(moved)[None] if use_points else None
+                points = interior_point(moved)[None] if use_points else None
                 cand = frames.segment(nxt, box, points)
                 current = _keep_part(cand.masks[cand.best], moved)
                 if not current.any():
@@ -216,10 +223,10 @@ def track(
                 score = float(cand.scores[cand.best])
                 overlap = iou(current, moved)
                 ratio = current.sum() / max(1, prev.sum())
-                contrast = _contrast(frames.read(nxt), current) / start_contrast if start_contrast else 1.0
+                contrast = object_contrast(frames.read(nxt), current) / start_contrast if start_contrast else 1.0
                 unsure = (score < params.min_score or overlap < params.min_overlap or contrast < params.min_contrast
                           or not 1 / params.area_change <= ratio <= params.area_change)
-                frame = _frame(nxt, current, score, overlap, contrast, shift, unsure)
+                frame = Frame.of(nxt, current, score, overlap, contrast, shift, unsure)
             if frame.unsure:
                 unsure_run.append(nxt)
                 if len(unsure_run) >= params.patience:
@@ -290,18 +297,17 @@ def _masked_ncc(search: np.ndarray, template: np.ndarray, weight: np.ndarray) ->
     return np.where(var > 1e-12 * max(1.0, float(var.max())), num / (norm * np.sqrt(var) + 1e-12), -1.0)
 
 
-def _frame(k: int, mask: np.ndarray, score: float, overlap: float, contrast: float,
-           shift: tuple[float, float], unsure: bool) -> Frame:
-    r0, c0, r1, c1 = _bbox(mask)
-    return Frame(k, r0, c0, mask[r0:r1 + 1, c0:c1 + 1].copy(), score, overlap, contrast,
-                 (float(shift[0]), float(shift[1])), unsure)
-
-
-def _contrast(plane: np.ndarray, mask: np.ndarray) -> float:
+def object_contrast(plane: np.ndarray, mask: np.ndarray) -> float:
     """Mean inside the mask minus the median of a thin ring around it (negative: darker)."""
     ring = ndi.binary_dilation(mask, iterations=4) & ~ndi.binary_dilation(mask, iterations=1)
     grey = _grey(plane)
     return float(grey[mask].mean() - np.median(grey[ring])) if ring.any() else 0.0
+
+
+def interior_point(mask: np.ndarray) -> np.ndarray:
+    """The mask pixel farthest from its edge, as (row, col)."""
+    dist = ndi.distance_transform_edt(mask)
+    return np.array(np.unravel_index(np.argmax(dist), mask.shape), np.float32)
 
 
 def _grey(plane: np.ndarray) -> np.ndarray:
@@ -321,7 +327,8 @@ def _box_around(mask: np.ndarray, margin: float) -> np.ndarray:
     return np.clip(np.array([r0 - pad, c0 - pad, r1 + pad, c1 + pad], dtype=np.float32), 0, [h - 1, w - 1, h - 1, w - 1])
 
 
-def _centre(mask: np.ndarray) -> np.ndarray:
+def centre(mask: np.ndarray) -> np.ndarray:
+    """The centre of mass of a mask, as (row, col)."""
     return np.array(ndi.center_of_mass(mask))
 
 
@@ -347,4 +354,4 @@ def _keep_part(mask: np.ndarray, moved: np.ndarray) -> np.ndarray:
     return parts == (overlap.argmax() if overlap.max() else 1 + np.argmax(np.bincount(parts.ravel())[1:]))
 
 
-__all__ = ["ArrayFrames", "Frame", "Frames", "Track", "TrackParams", "motion", "track"]
+__all__ = ["ArrayFrames", "Frame", "Frames", "Track", "TrackParams", "centre", "interior_point", "motion", "object_contrast", "track"]

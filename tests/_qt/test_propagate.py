@@ -9,7 +9,11 @@ import threading
 import numpy as np
 from skimage.measure import regionprops
 
-from .conftest import TIMEOUT_MS, idle, iou, wait_candidates
+from qtpy.QtCore import Qt
+
+from napari_sam.variants import moving
+
+from .conftest import TIMEOUT_MS, drag, idle, iou, press, wait_candidates
 from .test_stacks import box3d, go_to
 
 
@@ -51,18 +55,108 @@ def test_commit_through_the_stack_is_one_3d_object_and_one_undo(sam, qtbot):
     idle(qtbot, widget)
 
 
+def test_commit_through_the_frames_of_a_movie_follows_the_moving_nucleus(sam, qtbot, nuclei2d):
+    image, labels = nuclei2d
+    frames = 6
+    movie, truth = moving(image[:160, :160], labels[:160, :160], frames=frames, speed_px=3.0, seed=1)
+    k = next(k for k in np.unique(truth[0]) if k and all((truth[t] == k).sum() > 150 for t in range(frames)))
+    viewer, widget = sam(movie, axis_labels=("t", "y", "x"))
+    # a time axis, named so by the layer: frames, followed by their motion
+    assert widget.ui.through.currentText() == f"t ({frames} frames)"
+    assert widget.ui.follow.currentData() == "motion"
+    go_to(viewer, widget, qtbot, 0)
+    r, c = np.nonzero(truth[0] == k)
+    drag(widget.prompts.boxes, (0, r.min() - 1, c.min() - 1), (0, r.max() + 1, c.max() + 1))
+    wait_candidates(qtbot, widget)
+
+    press(viewer, "P")
+    qtbot.waitUntil(lambda: not widget.propagator.busy and widget.ui.output.layer() is not None, timeout=TIMEOUT_MS)
+    out = widget.ui.output.layer()
+    per_frame = [iou(out.data[t] == 1, truth[t] == k) for t in range(frames)]
+    assert np.mean(per_frame) >= 0.7, per_frame  # the intensity carry loses it within 2-3 frames
+    assert f"committed object 1 through frames 0-{frames - 1}" in widget.ui.status.text()
+    rows = widget.ui.frames.rows
+    assert not widget.ui.frames.isHidden() and rows.count() == frames
+    assert rows.item(0).text().startswith("frame 0: 1.00")
+
+    item = rows.item(4)  # the user clicks a frame's row: the viewer goes there
+    qtbot.mouseClick(rows.viewport(), Qt.MouseButton.LeftButton, pos=rows.visualItemRect(item).center())
+    qtbot.waitUntil(lambda: widget.index == (4,), timeout=TIMEOUT_MS)
+    assert viewer.dims.current_step[0] == 4
+
+    viewer.layers.selection.active = widget.prompts.boxes
+    press(viewer, "Control-Z")  # one undo takes the object out of every frame
+    assert not out.data.any()
+    idle(qtbot, widget)
+
+
+def test_all_objects_of_a_plane_are_carried_through_the_frames_keeping_their_ids(sam, qtbot, nuclei2d):
+    image, labels = nuclei2d
+    frames = 5
+    movie, truth = moving(image[:160, :160], labels[:160, :160], frames=frames, speed_px=2.0, seed=1)
+    ids = [k for k in np.unique(truth[0]) if k and all((truth[t] == k).sum() > 150 for t in range(frames))][:2]
+    viewer, widget = sam(movie, axis_labels=("time", "y", "x"))
+    go_to(viewer, widget, qtbot, 0)
+    for k in ids:  # the user commits two nuclei on the first frame
+        r, c = np.nonzero(truth[0] == k)
+        drag(widget.prompts.boxes, (0, r.min() - 1, c.min() - 1), (0, r.max() + 1, c.max() + 1))
+        wait_candidates(qtbot, widget)
+        press(viewer, "C")
+    out = widget.ui.output.layer()
+    first = out.data.copy()
+    assert set(np.unique(first)) == {0, 1, 2} and not first[1:].any()
+
+    widget.ui.propagate_all.click()
+    qtbot.waitUntil(lambda: not widget.propagator.busy, timeout=TIMEOUT_MS)
+    assert "carried 2 objects through the frames" in widget.ui.status.text(), widget.ui.status.text()
+    np.testing.assert_array_equal(out.data[0], first[0])  # the committed objects are left as they were
+    for new_id, k in zip((1, 2), ids):
+        per_frame = [iou(out.data[t] == new_id, truth[t] == k) for t in range(frames)]
+        assert np.mean(per_frame) >= 0.7, (new_id, per_frame)
+    viewer.layers.selection.active = widget.prompts.boxes
+    press(viewer, "Control-Z")  # one undo takes back what propagation added, not the commits
+    np.testing.assert_array_equal(out.data, first)
+    idle(qtbot, widget)
+
+
+def test_any_stack_axis_can_be_chosen_and_unsure_slices_are_listed(sam, qtbot):
+    volume, a, b = _stack()
+    movie = np.stack([volume, volume])  # (t, z, y, x): two time points of the same stack
+    viewer, widget = sam(movie, axis_labels=("t", "z", "y", "x"))
+    combo = widget.ui.through
+    assert [combo.itemText(i) for i in range(combo.count())] == ["t (2 frames)", "z (24 slices)"]
+    assert combo.currentText().startswith("z") and widget.ui.follow.currentData() == "intensity"
+    combo.setCurrentIndex(0)
+    assert widget.ui.follow.currentData() == "motion"  # time: follow motion
+    combo.setCurrentIndex(1)
+    viewer.dims.set_current_step(1, 6)
+    qtbot.waitUntil(lambda: widget.index == (0, 6), timeout=TIMEOUT_MS)
+    widget.prompts.boxes.add_rectangles(np.c_[np.zeros(4), box3d(6, regionprops(a[6].astype(int))[0].bbox)])
+    wait_candidates(qtbot, widget)
+    press(viewer, "P")
+    qtbot.waitUntil(lambda: not widget.propagator.busy and widget.ui.output.layer() is not None, timeout=TIMEOUT_MS)
+    out = widget.ui.output.layer().data
+    assert not out[1].any() and iou(out[0] == 1, a) > 0.7  # through z at t = 0 only
+    assert "through slices" in widget.ui.status.text()
+    listed = [widget.ui.frames.rows.item(i).text() for i in range(widget.ui.frames.rows.count())]
+    # one row per committed slice, each with its confidence
+    assert [int(t.split()[1].rstrip(":")) for t in listed] == list(np.flatnonzero((out[0] == 1).any((1, 2))))
+    assert all(0 <= float(t.split()[2]) <= 1 for t in listed)
+    idle(qtbot, widget)
+
+
 def test_propagation_can_be_cancelled_and_commits_nothing(sam, qtbot, monkeypatch):
     from napari_sam.interactive import jobs
 
     volume, a, _ = _stack()
     release = threading.Event()
-    real = jobs.propagate
+    real = jobs.propagate_piece
 
     def held(*args, cancel, **kwargs):
         assert release.wait(TIMEOUT_MS / 1000)
         return real(*args, cancel=cancel, **kwargs)
 
-    monkeypatch.setattr(jobs, "propagate", held)
+    monkeypatch.setattr(jobs, "propagate_piece", held)
     viewer, widget = sam(volume)
     go_to(viewer, widget, qtbot, 6)
     widget.prompts.boxes.add_rectangles(box3d(6, regionprops(a[6].astype(int))[0].bbox))
@@ -136,3 +230,21 @@ def test_segment_everything_on_the_plane_and_through_the_stack(sam, qtbot, nucle
     plane = [layer for layer in viewer.layers if layer.name.startswith("image SAM automatic")][-1].data
     assert plane[15].any() and not np.delete(plane, 15, 0).any()
     idle(qtbot, widget)
+
+
+def test_the_frame_list_marks_unsure_frames_and_asks_to_go_there(qtbot):
+    from napari_sam._qt.frames import UNSURE_COLOUR, FrameList
+
+    frames = FrameList()
+    qtbot.addWidget(frames)
+    assert frames.isHidden()
+    frames.show_confidence({0: 1.0, 1: 0.82, 2: 0.31, 3: 0.2}, [2, 3], "frame")
+    assert not frames.isHidden() and frames.unsure_rows() == [2, 3] and "2 unsure" in frames.title.text()
+    assert frames.rows.item(2).foreground().color().name() == UNSURE_COLOUR
+    assert frames.rows.item(1).text() == "frame 1: 0.82"
+    rows = frames.rows
+    with qtbot.waitSignal(frames.jump) as jumped:
+        qtbot.mouseClick(rows.viewport(), Qt.MouseButton.LeftButton, pos=rows.visualItemRect(rows.item(3)).center())
+    assert jumped.args == [3]
+    frames.clear()
+    assert frames.isHidden() and rows.count() == 0

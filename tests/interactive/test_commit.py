@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from napari.layers import Image, Labels
 
-from napari_sam.interactive.commit import CommitRefused, commit_mask, labels_dtype, next_free_id
+from napari_sam.interactive.commit import CommitRefused, commit_mask, commit_planes, labels_dtype, next_free_id
 from napari_sam.interactive.planes import PlaneView
 
 
@@ -70,3 +70,23 @@ def test_slivers_empty_masks_and_no_object_candidates_are_refused():
 def test_output_labels_are_as_small_as_the_image_allows():
     assert labels_dtype(np.uint8) == labels_dtype(np.uint16) == labels_dtype(bool) == np.uint16
     assert labels_dtype(np.float32) == labels_dtype(np.int32) == labels_dtype(np.float64) == np.uint32
+
+
+def test_commit_planes_paints_a_movie_object_frame_by_frame_in_one_undo():
+    view = PlaneView.from_layer(Image(np.zeros((2, 5, 6, 7))), (2, 3))  # (t, z, y, x)
+    labels = Labels(np.zeros(view.shape, dtype=np.uint16))
+    labels.data[1, 3, 0, 0] = 2
+
+    def frames():  # a generator: one plane at a time
+        for t in (0, 1):
+            mask = np.zeros((6, 7), bool)
+            mask[t:t + 2, 1:3] = True
+            yield t, mask
+
+    assert commit_planes(labels, frames(), view, (0, 3), axis=0) == 3  # along t, at z = 3
+    assert (labels.data == 3).sum() == 8 and (labels.data[:, 3] == 3).sum() == 8
+    assert labels.data[0, 3, 0, 1] == 3 and labels.data[1, 3, 2, 1] == 3
+    labels.undo()
+    assert not (labels.data == 3).any() and labels.data[1, 3, 0, 0] == 2
+    with pytest.raises(CommitRefused, match="empty"):
+        commit_planes(labels, iter([(0, np.zeros((6, 7), bool))]), view, (0, 3), axis=0)

@@ -83,3 +83,24 @@ def test_displayed_axes_follow_the_viewer():
     viewer.dims.ndisplay = 2
     viewer.dims.order = (0, 1, 2, 3)
     assert displayed_axes(viewer, small) == (0, 1)
+
+
+def test_stack_axes_are_named_by_the_layer_then_the_viewer():
+    from napari_sam.interactive.planes import is_time_axis
+
+    named = PlaneView.from_layer(Image(np.zeros((3, 4, 8, 9)), axis_labels=("t", "z", "y", "x")), (2, 3))
+    assert named.stack_axis_names() == ["t", "z"]
+    plain = PlaneView.from_layer(Image(np.zeros((3, 4, 8, 9))), (2, 3))
+    assert plain.stack_axis_names() == ["axis 0", "axis 1"]  # napari's "-4", "-3" are no names
+    # a 4D viewer labelled by the user, and a 3D layer in it (its axes are the viewer's last three)
+    assert PlaneView.from_layer(Image(np.zeros((4, 8, 9))), (1, 2)).stack_axis_names(("time", "z", "y", "x")) == ["z"]
+    assert plain.stack_axis_names(("Time", "1", "y", "x")) == ["Time", "axis 1"]
+    assert is_time_axis("Time") and is_time_axis("frame") and is_time_axis(" t ") and not is_time_axis("z")
+
+
+def test_world_point_moves_to_another_plane_of_a_scaled_stack():
+    layer = Image(np.zeros((10, 40, 50)), scale=(4.0, 0.5, 0.5), translate=(8.0, 0.0, 0.0))
+    view = PlaneView.from_layer(layer, (1, 2))
+    point = view.world_point([8.0 + 4.0 * 6, 3.0, 2.0], (2,))
+    np.testing.assert_allclose(point, [16.0, 3.0, 2.0])
+    assert view.index_at(point) == (2,)

@@ -18,6 +18,7 @@ from qtpy.QtWidgets import (
 from ..automatic import AutoParams
 from ..registry import list_models
 from .candidates import CandidateButtons
+from .frames import FrameList
 
 SHORTCUTS = (
     ("1 / 2 / 3", "choose a candidate"),
@@ -36,6 +37,7 @@ EVERYTHING_STACK = "Whole stack"
 CANCEL = "Cancel"
 PROPAGATE = "Commit through stack (P)"
 CANCEL_PROPAGATE = "Cancel propagation (P)"
+PROPAGATE_ALL = "All objects of this plane"
 
 
 class LayerCombo(QComboBox):
@@ -153,6 +155,17 @@ class Controls(QWidget):
         self.propagate = QPushButton(PROPAGATE)
         self.propagate.setToolTip("Carry the chosen candidate up and down the stack to where the object ends, "
                                   "and commit it as one 3D object (one Undo removes it)")
+        self.propagate_all = QPushButton(PROPAGATE_ALL)
+        self.propagate_all.setToolTip("Carry every object of the labels layer on this plane through the stack, "
+                                      "each under its own id (one Undo removes what was added)")
+        self.through = QComboBox()
+        self.through.setToolTip("The axis to carry the object along (named by the layer's axis labels)")
+        self.follow = QComboBox()
+        self.follow.addItem("motion", "motion")
+        self.follow.addItem("intensity", "intensity")
+        self.follow.setToolTip("motion: follow the object as it moves, SAM on every frame (movies); "
+                               "intensity: carry it by its brightness, ending where its profile ends (z stacks)")
+        self.frames = FrameList()
         defaults = AutoParams()
         self.method = QComboBox()
         self.method.addItems(["auto", "boxes", "grid"])
@@ -189,6 +202,10 @@ class Controls(QWidget):
             buttons.addWidget(b)
         buttons_3d = QHBoxLayout()
         buttons_3d.addWidget(self.propagate)
+        buttons_3d.addWidget(self.propagate_all)
+        along = QHBoxLayout()
+        for w in (QLabel("through"), self.through, QLabel("follow"), self.follow):
+            along.addWidget(w)
         everything = QGroupBox("segment everything (into a new labels layer)")
         auto_form = QFormLayout(everything)
         auto_form.addRow("method", self.method)
@@ -208,6 +225,8 @@ class Controls(QWidget):
         layout.addWidget(self.overwrite)
         layout.addLayout(buttons)
         layout.addLayout(buttons_3d)
+        layout.addLayout(along)
+        layout.addWidget(self.frames)
         layout.addWidget(everything)
         layout.addWidget(self.plane)
         layout.addWidget(self.status)

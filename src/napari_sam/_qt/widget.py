@@ -17,15 +17,18 @@ from napari.utils.notifications import show_warning
 from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import QVBoxLayout, QWidget
 
-from ..engine import Engine, EmbeddingCache, Index, PlaneReady
-from ..interactive.commit import commit_mask, commit_volume
-from ..interactive.jobs import everything_job, propagation_job
-from ..interactive.planes import PlaneView, displayed_axes
+from ..engine import Engine, EmbeddingCache, Index, PlaneReady, along
+from ..interactive.commit import commit_mask, commit_planes, extend_objects
+from ..interactive.jobs import everything_job, label_planes, propagate_all_job, propagation_job
+from ..interactive.planes import PlaneView, displayed_axes, is_time_axis
 from ..interactive.stack import StackAlong
 from ..registry import get_spec
+from ..tracking import Track
 from ..weights import checkpoint_status
 from .candidates import CandidateView
-from .controls import CANCEL, CANCEL_PROPAGATE, EVERYTHING_PLANE, EVERYTHING_STACK, PROPAGATE, Controls, LayerCombo
+from .controls import (
+    CANCEL, CANCEL_PROPAGATE, EVERYTHING_PLANE, EVERYTHING_STACK, PROPAGATE, PROPAGATE_ALL, Controls, LayerCombo,
+)
 from .lifecycle import Undocked
 from .output import add_labels, new_output_layer
 from .predictions import Predictions
@@ -75,6 +78,7 @@ class SamWidget(QWidget):
         self.index: Index | None = None
         self._image: Image | None = None
         self._axis = -1  # stack axis moved last: prefetch along it
+        self._propagated: tuple[PlaneView, Index, int] | None = None  # (view, start index, axis) of the last run
         self._model_token = 0
         self.embedder = Embedder(self)
         self.loader = ModelLoader(self.cache, self)
@@ -128,6 +132,9 @@ class SamWidget(QWidget):
         ui.clear.clicked.connect(self.clear)
         ui.undo.clicked.connect(self.undo)
         ui.propagate.clicked.connect(self.propagate)
+        ui.propagate_all.clicked.connect(self.propagate_all)
+        ui.through.currentIndexChanged.connect(lambda _: self._follow_for_axis())
+        ui.frames.jump.connect(self.go_to_frame)
         ui.everything_plane.clicked.connect(lambda: self.segment_everything(whole_stack=False))
         ui.everything_stack.clicked.connect(lambda: self.segment_everything(whole_stack=True))
         self.everything.done.connect(self._on_everything)
@@ -339,6 +346,7 @@ class SamWidget(QWidget):
         self.prompts.ensure(self.view)
         self._raise_own_layers()
         self.ui.output.set_layer(self._output_for_image())
+        self._fill_axes()
         self._activate("boxes" if self.ui.box_mode.isChecked() else "points")
         self._on_dims()
 
@@ -518,6 +526,34 @@ class SamWidget(QWidget):
             self._raise_own_layers()
         return labels
 
+    def _fill_axes(self) -> None:
+        """The stack axes to propagate through, by their napari names; the one next to the
+        plane first chosen, as before (z in (t, z, y, x))."""
+        combo, view = self.ui.through, self.view
+        combo.blockSignals(True)
+        combo.clear()
+        if view is not None:
+            names = view.stack_axis_names(tuple(self.viewer.dims.axis_labels))
+            for pos, name in enumerate(names):
+                n = view.shape[view.stack_axes[pos]]
+                combo.addItem(f"{name} ({n} {'frames' if is_time_axis(name) else 'slices'})", pos)
+            combo.setCurrentIndex(len(names) - 1)
+        combo.blockSignals(False)
+        self._follow_for_axis()
+
+    def _through(self) -> tuple[int, str] | None:
+        """The chosen stack axis (its position in an index) and its name."""
+        pos = self.ui.through.currentData()
+        if pos is None or self.view is None:
+            return None
+        return int(pos), self.view.stack_axis_names(tuple(self.viewer.dims.axis_labels))[int(pos)]
+
+    def _follow_for_axis(self) -> None:
+        """Movies follow motion; z stacks, brightness (the user may change it)."""
+        through = self._through()
+        time = through is not None and is_time_axis(through[1])
+        self.ui.follow.setCurrentIndex(self.ui.follow.findData("motion" if time else "intensity"))
+
     def propagate(self) -> None:
         """Carry the chosen candidate through the stack and commit it as one 3D object; while
         that runs, cancel it."""
@@ -529,37 +565,102 @@ class SamWidget(QWidget):
             self._set_status("nothing to propagate: draw a box around an object first")
             return
         view, index = where
-        if not index:
+        through = self._through()
+        if not index or through is None:
             self._set_status("nothing to propagate through: this image is a single plane")
             return
-        stack = StackAlong(view.source, index)  # along the stack axis next to the plane
-        axis = stack.axis
+        axis, name = through
+        noun = "frame" if is_time_axis(name) else "slice"
+        stack = StackAlong(view.source, index, axis)
         # Prompts on other slices of this stack correct the propagation there.
         fixes = {k: p for k in range(stack.shape[0]) if k != index[axis]
                  and not (p := self.prompts.for_plane(view, stack.at(k), use_points=not self.box_only)).empty}
-        self.propagator.start(propagation_job(self.engine, stack, index[axis], mask, fixes),
-                              (view, index, axis, [stack.at(k) for k in fixes]))
+        self.ui.frames.clear()
+        self.propagator.start(propagation_job(self.engine, stack, index[axis], mask, fixes, self.ui.follow.currentData()),
+                              (view, index, axis, noun, [stack.at(k) for k in fixes]))
         self.ui.propagate.setText(CANCEL_PROPAGATE)
-        self._set_status("propagating through the stack ... (P again cancels)")
+        self._set_status(f"propagating through the {noun}s ... (P again cancels)")
 
-    def _on_propagated(self, masks: Any, context: tuple[Any, ...]) -> None:
+    def propagate_all(self) -> None:
+        """Carry every object of the output labels on the plane on screen through the stack,
+        each keeping its id; while that runs, cancel it."""
+        if self.propagator.busy:
+            self.propagator.cancel()
+            return
+        labels, view, index, through = self.ui.output.layer(), self.view, self.index, self._through()
+        if self.engine is None or view is None or index is None:
+            return
+        if not index or through is None:
+            self._set_status("nothing to propagate through: this image is a single plane")
+            return
+        plane = None if labels is None else np.asarray(view.plane_of(labels.data, index))
+        if plane is None or not plane.any():
+            self._set_status("no objects on this plane to propagate: commit some first")
+            return
+        axis, name = through
+        noun = "frame" if is_time_axis(name) else "slice"
+        stack = StackAlong(view.source, index, axis)
+        self.ui.frames.clear()
+        self.propagator.start(propagate_all_job(self.engine, stack, index[axis], plane, self.ui.follow.currentData()),
+                              (view, index, axis, noun, labels))
+        self.ui.propagate_all.setText(CANCEL_PROPAGATE)
+        self._set_status(f"propagating {len(np.unique(plane)) - 1} objects through the {noun}s ... (again cancels)")
+
+    def _on_propagated(self, result: Any, context: tuple[Any, ...]) -> None:
         if self._torn_down:
             return
-        view, index, axis, fixed = context
+        if isinstance(result, dict):
+            self._on_propagated_all(result, context)
+            return
+        track: Track = result
+        view, index, axis, noun, fixed = context
+        if not track.frames:
+            self._propagation_ended("nothing committed: the object was not found")
+            return
         labels = self._output_layer(view)
         try:
-            new_id = commit_volume(labels, masks, view, index, axis, overwrite=self.ui.overwrite.isChecked())
+            new_id = commit_planes(labels, ((k, track.mask(k)) for k in sorted(track.frames)), view, index, axis,
+                                   overwrite=self.ui.overwrite.isChecked())
         except ValueError as exc:
             self._propagation_ended(f"nothing committed: {exc}")
             return
-        slices = np.flatnonzero(np.asarray(masks).any(axis=(1, 2)))
         for at in [index, *fixed]:
             self.prompts.clear(view, at)
-        self._propagation_ended(f"committed object {new_id} through slices {slices[0]}-{slices[-1]} to "
+        self._propagated = (view, index, axis)
+        unsure = track.unsure()
+        self.ui.frames.show_confidence(track.confidence(), unsure, noun)
+        first, last = track.span
+        flagged = f"; unsure: {', '.join(map(str, unsure))}" if unsure else ""
+        self._propagation_ended(f"committed object {new_id} through {noun}s {first}-{last}{flagged} to "
                                 f"{labels.name!r} (one Undo removes it)")
+
+    def _on_propagated_all(self, tracks: dict[int, Track], context: tuple[Any, ...]) -> None:
+        view, index, axis, noun, labels = context
+        if labels not in self.viewer.layers:
+            self._propagation_ended("nothing committed: the labels layer was closed")
+            return
+        try:
+            painted = extend_objects(labels, label_planes(tracks), view, index, axis,
+                                     overwrite=self.ui.overwrite.isChecked())
+        except ValueError as exc:
+            self._propagation_ended(f"nothing committed: {exc}")
+            return
+        unsure = sum(len(t.unsure()) for t in tracks.values())
+        self._propagation_ended(f"carried {len(tracks)} objects through the {noun}s ({painted} pixels added to "
+                                f"{labels.name!r}, {unsure} {noun}s unsure; one Undo removes them)")
+
+    def go_to_frame(self, k: int) -> None:
+        """Show frame (slice) ``k`` of the last propagation's stack axis."""
+        if self._propagated is None or self.view is None or self._propagated[0] != self.view:
+            return
+        _, index, axis = self._propagated
+        current = self.index if self.index is not None else index
+        point = self.view.world_point(self.viewer.dims.point, along(current, axis, k))
+        self.viewer.dims.point = tuple(point)
 
     def _propagation_ended(self, status: str) -> None:
         self.ui.propagate.setText(PROPAGATE)
+        self.ui.propagate_all.setText(PROPAGATE_ALL)
         self._set_status(status)
 
     def segment_everything(self, whole_stack: bool = False) -> None:

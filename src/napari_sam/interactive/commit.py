@@ -7,6 +7,7 @@ no silent wrong object enters the user's labels.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
@@ -51,12 +52,47 @@ def commit_volume(labels: Any, masks: np.ndarray, view: PlaneView, index: Index,
                   overwrite: bool = False) -> int:
     """Paint a (Z, H, W) ``masks`` through stack axis ``axis`` (its position in ``index``) of
     ``labels`` under one new id, in one undoable step; otherwise as :func:`commit_mask`."""
-    _check_shape(labels, view)
     masks = np.asarray(masks, dtype=bool)
-    slices = np.flatnonzero(masks.any(axis=(1, 2)))
-    at = [along(index, axis, k) for k in slices]
-    parts = [_free_pixels(labels, masks[k], view, i, overwrite) for k, i in zip(slices, at)]
-    return _paint(labels, parts, int(masks.sum()))
+    return commit_planes(labels, ((k, masks[k]) for k in range(len(masks))), view, index, axis, overwrite)
+
+
+def commit_planes(labels: Any, planes: Iterable[tuple[int, np.ndarray]], view: PlaneView, index: Index, axis: int,
+                  overwrite: bool = False) -> int:
+    """Paint each (slice k, plane mask) of ``planes`` on slice k along stack axis ``axis``
+    of ``labels`` under one new id, in one undoable step. Planes are taken one at a time
+    (a generator keeps a long movie's memory to one plane and the object's pixels)."""
+    _check_shape(labels, view)
+    parts, wanted = [], 0
+    for k, mask in planes:
+        mask = np.asarray(mask, dtype=bool)
+        if mask.any():
+            wanted += int(mask.sum())
+            parts.append(_free_pixels(labels, mask, view, along(index, axis, k), overwrite))
+    return _paint(labels, parts, wanted)
+
+
+def extend_objects(labels: Any, planes: Iterable[tuple[int, np.ndarray]], view: PlaneView, index: Index,
+                   axis: int, overwrite: bool = False) -> int:
+    """Paint each (slice k, (H, W) label plane) of ``planes`` on slice k along stack axis
+    ``axis``, every object under its own id (objects carried from one slice keep their ids),
+    in one undoable step. Existing objects keep their pixels unless ``overwrite``. Returns
+    the number of pixels painted; raises :class:`CommitRefused` if there is none."""
+    _check_shape(labels, view)
+    painted = 0
+    with labels.block_history():
+        for k, plane in planes:
+            at = along(index, axis, k)
+            plane = np.asarray(plane)
+            free = plane > 0
+            if not overwrite:
+                free &= np.asarray(view.plane_of(labels.data, at)) == 0
+            rows, cols = np.nonzero(free)
+            if rows.size:
+                labels.data_setitem(view.nd_indices(rows, cols, at), plane[rows, cols])
+                painted += rows.size
+    if not painted:
+        raise CommitRefused("nothing to add: every slice the objects reach is taken already")
+    return painted
 
 
 def _check_shape(labels: Any, view: PlaneView) -> None:

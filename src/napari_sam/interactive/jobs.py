@@ -4,7 +4,7 @@ They raise :class:`~napari_sam.automatic.Cancelled` when ``cancel()`` turns true
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -12,27 +12,97 @@ import numpy as np
 from ..automatic import AutoParams, segment_everything
 from ..automatic_volume import segment_volume
 from ..engine import Engine, Index
-from ..propagation import propagate
+from ..predictor import Candidates
+from ..propagation import propagate_piece, score_piece
+from ..tracking import Track, track
 from .planes import PlaneView
 from .prompts import PlanePrompts
 from .stack import StackAlong
 
 
+CARRIES = ("motion", "intensity")
+
+
 def propagation_job(engine: Engine, stack: StackAlong, z: int, mask: np.ndarray,
-                    fixes: dict[int, PlanePrompts] | None = None) -> Callable[..., np.ndarray]:
+                    fixes: dict[int, PlanePrompts] | None = None,
+                    carry: str = "intensity") -> Callable[..., Track]:
     """The work of carrying ``mask`` (plane pixels on slice ``z``) through ``stack``, as a
-    :class:`~.workers.BackgroundJob` function. ``fixes`` are the prompts the user drew on
-    other slices: their best masks are taken as given there."""
+    :class:`~.workers.BackgroundJob` function returning a :class:`~napari_sam.tracking.Track`
+    (masks with a confidence per slice). ``fixes`` are the prompts the user drew on other
+    slices: their best masks are taken as given there.
 
-    def embed(k: int) -> Any:
-        return engine.embedding(stack.source, stack.at(k))
+    ``carry``: ``"motion"`` follows the object by its motion, each frame answered by SAM
+    at zoom from the engine's tiles (time series); ``"intensity"`` carries the mask by the
+    object's brightness and ends it by its profile (z stacks of fluorescent nuclei).
+    """
+    if carry not in CARRIES:
+        raise ValueError(f"carry must be one of {CARRIES}, got {carry!r}")
 
-    def run(progress: Callable[[int, int], None], cancel: Callable[[], bool]) -> np.ndarray:
+    def read(k: int) -> np.ndarray:
+        return engine.read_plane(stack.source, stack.at(k))
+
+    def run(progress: Callable[[int, int], None], cancel: Callable[[], bool]) -> Track:
         corrections = {k: _best_mask(engine, stack, k, p) for k, p in (fixes or {}).items()}
-        return propagate(engine.predictor, stack, z, mask=mask, corrections=corrections, progress=progress,
-                         cancel=cancel, embed=embed)
+        if carry == "motion":
+            return track(_EngineFrames(engine, stack), z, mask, corrections=corrections,
+                         use_points=not engine.predictor.box_only, progress=progress, cancel=cancel)
+        piece = propagate_piece(engine.predictor, stack, z, mask=mask, corrections=corrections, progress=progress,
+                                cancel=cancel, embed=lambda k: engine.embedding(stack.source, stack.at(k)))
+        return score_piece(read, stack.shape[0], z, piece, stack.shape[1:])
 
     return run
+
+
+def propagate_all_job(engine: Engine, stack: StackAlong, z: int, plane_labels: np.ndarray,
+                      carry: str = "intensity") -> Callable[..., dict[int, Track]]:
+    """The work of carrying every object of ``plane_labels`` (slice ``z``) through
+    ``stack``: a :class:`~.workers.BackgroundJob` function returning object id -> its
+    :class:`~napari_sam.tracking.Track` (each frame a crop: memory follows the objects)."""
+    ids = [int(k) for k in np.unique(plane_labels) if k > 0]
+
+    def run(progress: Callable[[int, int], None], cancel: Callable[[], bool]) -> dict[int, Track]:
+        out = {}
+        for done, k in enumerate(ids):
+            progress(done, len(ids))
+            one = propagation_job(engine, stack, z, plane_labels == k, None, carry)
+            out[k] = one(lambda *_: None, cancel)
+        progress(len(ids), len(ids))
+        return out
+
+    return run
+
+
+def label_planes(tracks: dict[int, Track]) -> Iterator[tuple[int, np.ndarray]]:
+    """(slice, (H, W) labels) for every slice the tracks reach, one plane at a time; where
+    objects claim the same pixel the one listed first keeps it."""
+    spans = [t.span for t in tracks.values() if t.frames]
+    if not spans:
+        return
+    shape = next(iter(tracks.values())).plane_shape
+    for k in range(min(s[0] for s in spans), max(s[1] for s in spans) + 1):
+        plane = np.zeros(shape, dtype=np.uint32)
+        for obj, t in tracks.items():
+            if k in t.frames:
+                plane[t.mask(k) & (plane == 0)] = obj
+        yield k, plane
+
+
+class _EngineFrames:
+    """The planes of a stack as tracking's frames, prompts answered by the engine at zoom
+    (from the tiles the widget has embedded, and into its cache)."""
+
+    def __init__(self, engine: Engine, stack: StackAlong) -> None:
+        self.engine, self.stack = engine, stack
+
+    def __len__(self) -> int:
+        return self.stack.shape[0]
+
+    def read(self, k: int) -> np.ndarray:
+        return self.engine.read_plane(self.stack.source, self.stack.at(k))
+
+    def segment(self, k: int, box: np.ndarray, points: np.ndarray | None) -> Candidates:
+        labels = None if points is None else np.ones(len(points), dtype=np.int32)
+        return self.engine.segment(self.stack.source, self.stack.at(k), points, labels, box)
 
 
 def _best_mask(engine: Engine, stack: StackAlong, k: int, prompts: PlanePrompts) -> np.ndarray:

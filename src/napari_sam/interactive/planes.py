@@ -9,6 +9,7 @@ plane's (row, col) pixels. Indices of planes are the same tuple in every space.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -63,6 +64,29 @@ class PlaneView:
         axes = list(self.image_axes)
         return np.asarray(self.layer.scale)[axes], np.asarray(self.layer.translate)[axes]
 
+    def stack_axis_names(self, viewer_labels: Sequence[str] = ()) -> list[str]:
+        """A name for each stack axis (the positions of an :data:`Index`): the image layer's
+        axis label, else the viewer's (``viewer.dims.axis_labels``), else ``"axis j"``."""
+        layer_labels = tuple(getattr(self.layer, "axis_labels", ()) or ())
+        offset = len(viewer_labels) - self.layer.ndim
+        names = []
+        for j in self.stack_axes:
+            a = self.image_axes[j]
+            candidates = [layer_labels[a] if a < len(layer_labels) else "",
+                          viewer_labels[a + offset] if 0 <= a + offset < len(viewer_labels) else ""]
+            names.append(next((str(c) for c in candidates if _named(c)), f"axis {a}"))
+        return names
+
+    def world_point(self, world_point: Any, index: Index) -> np.ndarray:
+        """``world_point`` (``viewer.dims.point``, layer dims last) moved to plane ``index``."""
+        point = np.asarray(world_point, dtype=float).copy()
+        offset = len(point) - self.layer.ndim
+        data = np.asarray(self.layer.world_to_data(point[offset:]), dtype=float)
+        for j, i in zip(self.stack_axes, index):
+            data[self.image_axes[j]] = i
+        point[offset:] = np.asarray(self.layer.data_to_world(data), dtype=float)
+        return point
+
     def index_at(self, world_point: Any) -> Index:
         """The plane index under a viewer's world position (``viewer.dims.point``)."""
         coords = np.asarray(self.layer.world_to_data(world_point), dtype=float)
@@ -116,6 +140,20 @@ class PlaneView:
         for j, i in zip(self.stack_axes, index):
             out[j] = np.full(len(rows), i, dtype=np.intp)
         return tuple(out)
+
+
+TIME_AXIS_NAMES = frozenset({"t", "time", "frame", "frames"})
+
+
+def is_time_axis(name: str) -> bool:
+    """An axis named as time (t, time, frame): its planes are frames of a movie."""
+    return name.strip().lower() in TIME_AXIS_NAMES
+
+
+def _named(label: Any) -> bool:
+    """A label someone gave, not napari's default (its axis number, "-3" or "0")."""
+    text = str(label).strip()
+    return bool(text) and not text.lstrip("-").isdigit() and not text.startswith("axis ")
 
 
 def displayed_axes(viewer: Any, layer: Any) -> tuple[int, int] | None:
