@@ -132,3 +132,46 @@ def test_an_intensity_carried_object_gets_the_same_confidence_and_flags(lite_pre
     assert conf[2] == 1.0 and all(v > 0.8 for v in conf.values()), conf  # the same object on every frame
     with pytest.raises(ValueError, match="start frame"):
         score_piece(lambda t: gone[t], FRAMES, 6, piece, truth.shape[1:])
+
+
+class _LongMovie:
+    """A 500-frame 2048^2 uint16 movie (4 GB were it dense), each frame made when read: a
+    nucleus moving (2, 3) px per frame over noise, gone after frame 5."""
+
+    shape = (500, 2048, 2048)
+    dtype = np.dtype(np.uint16)
+    ndim = 3
+
+    def __init__(self) -> None:
+        self.reads: list[int] = []
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, k: int) -> np.ndarray:
+        self.reads.append(int(k))
+        plane = np.random.default_rng(int(k)).poisson(100, self.shape[1:]).astype(np.uint16)
+        if k < 6:
+            rr, cc = np.ogrid[:2048, :2048]
+            plane[(rr - 1000 - 2 * k) ** 2 + (cc - 900 - 3 * k) ** 2 < 15 ** 2] += 400
+        return plane
+
+
+def test_a_long_movie_of_large_frames_is_read_frame_by_frame_in_bounded_memory(lite_predictor):
+    import tracemalloc
+
+    movie = _LongMovie()
+    rr, cc = np.ogrid[:2048, :2048]
+    tracemalloc.start()
+    try:
+        tr = track(ArrayFrames(lite_predictor.prompts(), movie), 0, (rr - 1000) ** 2 + (cc - 900) ** 2 < 15 ** 2)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert tr.span == (0, 5) and "frame 6" in tr.stopped[1]
+    assert max(movie.reads) <= 8  # only the frames it reached were read
+    assert all(f.mask.shape[0] < 40 and f.mask.shape[1] < 40 for f in tr.frames.values())
+    for t in range(6):  # it followed the nucleus as it moved
+        assert abs(tr.frames[t].r0 + tr.frames[t].mask.shape[0] / 2 - (1000 + 2 * t)) <= 3
+        assert abs(tr.frames[t].c0 + tr.frames[t].mask.shape[1] / 2 - (900 + 3 * t)) <= 3
+    assert peak < 400e6, peak / 1e6  # a few planes, never the stack (4 GB) or a mask per frame (2 GB)
