@@ -3,8 +3,9 @@
 This module only wires things together. The Qt-free parts of the loop (plane geometry,
 click -> box, the commit, the background jobs) live in :mod:`napari_sam.interactive`; here,
 prompt layers are in :mod:`.prompts`, candidate display in :mod:`.candidates`, the labels
-layers made in :mod:`.output`, decoding in :mod:`.predictions` and all model work in
-:mod:`.workers` (never on the GUI thread).
+layers made in :mod:`.output`, decoding in :mod:`.predictions`, propagation through the
+stack in :mod:`.stack_actions` and all model work in :mod:`.workers` (never on the GUI
+thread).
 """
 
 from __future__ import annotations
@@ -17,21 +18,18 @@ from napari.utils.notifications import show_warning
 from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import QVBoxLayout, QWidget
 
-from ..engine import Engine, EmbeddingCache, Index, PlaneReady, along
-from ..interactive.commit import commit_mask, commit_planes, extend_objects
-from ..interactive.jobs import everything_job, label_planes, propagate_all_job, propagation_job
-from ..interactive.planes import PlaneView, displayed_axes, is_time_axis
-from ..interactive.stack import StackAlong
+from ..engine import Engine, EmbeddingCache, Index, PlaneReady
+from ..interactive.commit import commit_mask
+from ..interactive.jobs import everything_job
+from ..interactive.planes import PlaneView, displayed_axes
 from ..registry import get_spec
-from ..tracking import Track
 from ..weights import checkpoint_status
 from .candidates import CandidateView
-from .controls import (
-    CANCEL, CANCEL_PROPAGATE, EVERYTHING_PLANE, EVERYTHING_STACK, PROPAGATE, PROPAGATE_ALL, Controls, LayerCombo,
-)
+from .controls import CANCEL, EVERYTHING_PLANE, EVERYTHING_STACK, Controls, LayerCombo
 from .lifecycle import Undocked
 from .output import add_labels, new_output_layer
 from .predictions import Predictions
+from .stack_actions import StackActions
 from .prompts import ROLE, PromptLayers
 from .workers import BackgroundJob, Embedder, ModelLoader
 
@@ -78,21 +76,21 @@ class SamWidget(QWidget):
         self.index: Index | None = None
         self._image: Image | None = None
         self._axis = -1  # stack axis moved last: prefetch along it
-        self._propagated: tuple[PlaneView, Index, int] | None = None  # (view, start index, axis) of the last run
         self._model_token = 0
         self.embedder = Embedder(self)
         self.loader = ModelLoader(self.cache, self)
-        self.propagator = BackgroundJob("SAM: propagating through the stack", self)
         self.everything = BackgroundJob("SAM: segmenting everything", self)
         keys = {"1": lambda: self.choose(0), "2": lambda: self.choose(1), "3": lambda: self.choose(2),
                 "N": self.next_candidate, "C": self.commit, "X": self.clear, "T": self.toggle_negative,
-                "P": self.propagate, "Control-Z": self.undo}
+                "P": lambda: self.stack.propagate(), "Control-Z": self.undo}
         self.prompts = PromptLayers(viewer, self._on_prompts, keys)
         self.cands = CandidateView(viewer)
         self.predictions = Predictions(self.prompts, self.cands, self)
         self.ui = Controls(LayerCombo(viewer, lambda layer: isinstance(layer, Image), "(choose an image)"),
                            LayerCombo(viewer, self._fits_output, "(new labels layer)"))
         QVBoxLayout(self).addWidget(self.ui)
+        self.stack = StackActions(self)
+        self.propagator = self.stack.job
         # Layer and dims events arrive mid-change (even while napari clears the layer
         # list): rebuild once, after the event loop settles, never inside them.
         self._rebuild_timer = QTimer(self)
@@ -131,23 +129,16 @@ class SamWidget(QWidget):
         ui.commit.clicked.connect(self.commit)
         ui.clear.clicked.connect(self.clear)
         ui.undo.clicked.connect(self.undo)
-        ui.propagate.clicked.connect(self.propagate)
-        ui.propagate_all.clicked.connect(self.propagate_all)
-        ui.through.currentIndexChanged.connect(lambda _: self._follow_for_axis())
-        ui.frames.jump.connect(self.go_to_frame)
         ui.everything_plane.clicked.connect(lambda: self.segment_everything(whole_stack=False))
         ui.everything_stack.clicked.connect(lambda: self.segment_everything(whole_stack=True))
         self.everything.done.connect(self._on_everything)
         self.everything.failed.connect(lambda message: self._everything_ended(f"segment everything failed: {message}"))
         self.everything.cancelled.connect(lambda: self._everything_ended("segment everything cancelled"))
-        self.propagator.done.connect(self._on_propagated)
-        self.propagator.failed.connect(lambda message: self._propagation_ended(f"propagation failed: {message}"))
-        self.propagator.cancelled.connect(lambda: self._propagation_ended("propagation cancelled: nothing committed"))
         ui.store.clicked.connect(self._choose_store)
         self.embedder.ready.connect(self._on_plane_ready)
         self.embedder.failed.connect(self._on_failure)
         self.predictions.shown.connect(self._show_scores)
-        self.predictions.status.connect(self._set_status)
+        self.predictions.status.connect(self.set_status)
         ui.object_size.valueChanged.connect(self._on_object_size_typed)
         self.loader.loaded.connect(self._on_model_loaded)
         self.loader.failed.connect(self._on_model_failed)
@@ -209,7 +200,7 @@ class SamWidget(QWidget):
         self._clear_candidates()
         spec = get_spec(name)
         how = "downloading (see the activity dock)" if checkpoint_status(spec)[0] == "needs download" else "loading"
-        self._set_status(f"{how} {spec.title} on {device} ...")
+        self.set_status(f"{how} {spec.title} on {device} ...")
         self.loader.load(name, device, self._model_token)
 
     def _on_model_loaded(self, engine: Engine, token: int) -> None:
@@ -218,7 +209,7 @@ class SamWidget(QWidget):
         self.engine = engine
         self._loaded = (self.ui.model.currentData(), self.ui.device.currentText(), engine)
         self.embedder.set_engine(engine)
-        self._set_status(f"model ready: {engine.model_name} on {engine.predictor.device}")
+        self.set_status(f"model ready: {engine.model_name} on {engine.predictor.device}")
         (self.ui.box_mode if self.box_only else self.ui.point_mode).setChecked(True)
         self._activate("boxes" if self.box_only else "points")
         self.index = None
@@ -247,7 +238,7 @@ class SamWidget(QWidget):
         """The first line in the status (details in its tooltip), all of it in a notification."""
         first = message.strip().splitlines()[0] if message.strip() else "failed"
         more = first != message.strip()
-        self._set_status(first + (" (more in the notification)" if more else ""))
+        self.set_status(first + (" (more in the notification)" if more else ""))
         self.ui.status.setToolTip(message if more else "")
         show_warning(f"SAM: {message}")
 
@@ -276,7 +267,7 @@ class SamWidget(QWidget):
             self._on_failure(f"cannot use {path}: {exc}")
             return False
         self.engine.attach_store(source, store)
-        self._set_status(f"embeddings from {path}")
+        self.set_status(f"embeddings from {path}")
         self._request_embedding()
         return True
 
@@ -330,23 +321,23 @@ class SamWidget(QWidget):
         if layer is None:
             self.prompts.remove()
             self.cands.remove()
-            self._set_status("select an image layer")
+            self.set_status("select an image layer")
             return
         axes = displayed_axes(self.viewer, layer)
         if axes is None:
-            self._set_status("switch to the 2D view (Ctrl+Y) to segment planes")
+            self.set_status("switch to the 2D view (Ctrl+Y) to segment planes")
             return
         channel = 0 if self.ui.channels.isChecked() and not layer.rgb and layer.ndim >= 3 else None
         try:
             self.view = PlaneView.from_layer(layer, axes, channel)
         except (ValueError, IndexError) as exc:
-            self._set_status(f"cannot use {layer.name!r}: {exc}")
+            self.set_status(f"cannot use {layer.name!r}: {exc}")
             return
         self.cands.ensure(self.view)
         self.prompts.ensure(self.view)
         self._raise_own_layers()
         self.ui.output.set_layer(self._output_for_image())
-        self._fill_axes()
+        self.stack.fill_axes()
         self._activate("boxes" if self.ui.box_mode.isChecked() else "points")
         self._on_dims()
 
@@ -502,22 +493,27 @@ class SamWidget(QWidget):
         """Write the chosen candidate into the output labels under a new id."""
         where, mask = self.cands.where, self.cands.mask
         if where is None or mask is None:
-            self._set_status("nothing to commit: draw a box around an object first")
+            self.set_status("nothing to commit: draw a box around an object first")
             return None
         view, index = where
         score = float(self.cands.candidates.scores[self.cands.selected])
-        labels = self._output_layer(view)
+        labels = self.output_layer(view)
         try:
             new_id = commit_mask(labels, mask, view, index, overwrite=self.ui.overwrite.isChecked(), score=score)
         except ValueError as exc:
-            self._set_status(f"nothing committed: {exc}")
+            self.set_status(f"nothing committed: {exc}")
             return None
         self.prompts.clear(view, index)
         self._learn_object_size(mask)
-        self._set_status(f"committed object {new_id} to {labels.name!r} (Undo, or Ctrl+Z on that layer)")
+        self.set_status(f"committed object {new_id} to {labels.name!r} (Undo, or Ctrl+Z on that layer)")
         return new_id
 
-    def _output_layer(self, view: PlaneView) -> Labels:
+    @property
+    def closed(self) -> bool:
+        """The widget has let go of the viewer (its late results are dropped)."""
+        return self._torn_down
+
+    def output_layer(self, view: PlaneView) -> Labels:
         """The chosen output labels layer, made (and chosen) on the first commit."""
         labels = self.ui.output.layer()
         if labels is None:
@@ -526,142 +522,13 @@ class SamWidget(QWidget):
             self._raise_own_layers()
         return labels
 
-    def _fill_axes(self) -> None:
-        """The stack axes to propagate through, by their napari names; the one next to the
-        plane first chosen, as before (z in (t, z, y, x))."""
-        combo, view = self.ui.through, self.view
-        combo.blockSignals(True)
-        combo.clear()
-        if view is not None:
-            names = view.stack_axis_names(tuple(self.viewer.dims.axis_labels))
-            for pos, name in enumerate(names):
-                n = view.shape[view.stack_axes[pos]]
-                combo.addItem(f"{name} ({n} {'frames' if is_time_axis(name) else 'slices'})", pos)
-            combo.setCurrentIndex(len(names) - 1)
-        combo.blockSignals(False)
-        self._follow_for_axis()
-
-    def _through(self) -> tuple[int, str] | None:
-        """The chosen stack axis (its position in an index) and its name."""
-        pos = self.ui.through.currentData()
-        if pos is None or self.view is None:
-            return None
-        return int(pos), self.view.stack_axis_names(tuple(self.viewer.dims.axis_labels))[int(pos)]
-
-    def _follow_for_axis(self) -> None:
-        """Movies follow motion; z stacks, brightness (the user may change it)."""
-        through = self._through()
-        time = through is not None and is_time_axis(through[1])
-        self.ui.follow.setCurrentIndex(self.ui.follow.findData("motion" if time else "intensity"))
-
     def propagate(self) -> None:
-        """Carry the chosen candidate through the stack and commit it as one 3D object; while
-        that runs, cancel it."""
-        if self.propagator.busy:
-            self.propagator.cancel()
-            return
-        where, mask = self.cands.where, self.cands.mask
-        if where is None or mask is None or self.engine is None:
-            self._set_status("nothing to propagate: draw a box around an object first")
-            return
-        view, index = where
-        through = self._through()
-        if not index or through is None:
-            self._set_status("nothing to propagate through: this image is a single plane")
-            return
-        axis, name = through
-        noun = "frame" if is_time_axis(name) else "slice"
-        stack = StackAlong(view.source, index, axis)
-        # Prompts on other slices of this stack correct the propagation there.
-        fixes = {k: p for k in range(stack.shape[0]) if k != index[axis]
-                 and not (p := self.prompts.for_plane(view, stack.at(k), use_points=not self.box_only)).empty}
-        self.ui.frames.clear()
-        self.propagator.start(propagation_job(self.engine, stack, index[axis], mask, fixes, self.ui.follow.currentData()),
-                              (view, index, axis, noun, [stack.at(k) for k in fixes]))
-        self.ui.propagate.setText(CANCEL_PROPAGATE)
-        self._set_status(f"propagating through the {noun}s ... (P again cancels)")
+        """Commit the chosen candidate through the stack (see :class:`.stack_actions.StackActions`)."""
+        self.stack.propagate()
 
     def propagate_all(self) -> None:
-        """Carry every object of the output labels on the plane on screen through the stack,
-        each keeping its id; while that runs, cancel it."""
-        if self.propagator.busy:
-            self.propagator.cancel()
-            return
-        labels, view, index, through = self.ui.output.layer(), self.view, self.index, self._through()
-        if self.engine is None or view is None or index is None:
-            return
-        if not index or through is None:
-            self._set_status("nothing to propagate through: this image is a single plane")
-            return
-        plane = None if labels is None else np.asarray(view.plane_of(labels.data, index))
-        if plane is None or not plane.any():
-            self._set_status("no objects on this plane to propagate: commit some first")
-            return
-        axis, name = through
-        noun = "frame" if is_time_axis(name) else "slice"
-        stack = StackAlong(view.source, index, axis)
-        self.ui.frames.clear()
-        self.propagator.start(propagate_all_job(self.engine, stack, index[axis], plane, self.ui.follow.currentData()),
-                              (view, index, axis, noun, labels))
-        self.ui.propagate_all.setText(CANCEL_PROPAGATE)
-        self._set_status(f"propagating {len(np.unique(plane)) - 1} objects through the {noun}s ... (again cancels)")
-
-    def _on_propagated(self, result: Any, context: tuple[Any, ...]) -> None:
-        if self._torn_down:
-            return
-        if isinstance(result, dict):
-            self._on_propagated_all(result, context)
-            return
-        track: Track = result
-        view, index, axis, noun, fixed = context
-        if not track.frames:
-            self._propagation_ended("nothing committed: the object was not found")
-            return
-        labels = self._output_layer(view)
-        try:
-            new_id = commit_planes(labels, ((k, track.mask(k)) for k in sorted(track.frames)), view, index, axis,
-                                   overwrite=self.ui.overwrite.isChecked())
-        except ValueError as exc:
-            self._propagation_ended(f"nothing committed: {exc}")
-            return
-        for at in [index, *fixed]:
-            self.prompts.clear(view, at)
-        self._propagated = (view, index, axis)
-        unsure = track.unsure()
-        self.ui.frames.show_confidence(track.confidence(), unsure, noun)
-        first, last = track.span
-        flagged = f"; unsure: {', '.join(map(str, unsure))}" if unsure else ""
-        self._propagation_ended(f"committed object {new_id} through {noun}s {first}-{last}{flagged} to "
-                                f"{labels.name!r} (one Undo removes it)")
-
-    def _on_propagated_all(self, tracks: dict[int, Track], context: tuple[Any, ...]) -> None:
-        view, index, axis, noun, labels = context
-        if labels not in self.viewer.layers:
-            self._propagation_ended("nothing committed: the labels layer was closed")
-            return
-        try:
-            painted = extend_objects(labels, label_planes(tracks), view, index, axis,
-                                     overwrite=self.ui.overwrite.isChecked())
-        except ValueError as exc:
-            self._propagation_ended(f"nothing committed: {exc}")
-            return
-        unsure = sum(len(t.unsure()) for t in tracks.values())
-        self._propagation_ended(f"carried {len(tracks)} objects through the {noun}s ({painted} pixels added to "
-                                f"{labels.name!r}, {unsure} {noun}s unsure; one Undo removes them)")
-
-    def go_to_frame(self, k: int) -> None:
-        """Show frame (slice) ``k`` of the last propagation's stack axis."""
-        if self._propagated is None or self.view is None or self._propagated[0] != self.view:
-            return
-        _, index, axis = self._propagated
-        current = self.index if self.index is not None else index
-        point = self.view.world_point(self.viewer.dims.point, along(current, axis, k))
-        self.viewer.dims.point = tuple(point)
-
-    def _propagation_ended(self, status: str) -> None:
-        self.ui.propagate.setText(PROPAGATE)
-        self.ui.propagate_all.setText(PROPAGATE_ALL)
-        self._set_status(status)
+        """Carry every object of this plane through the stack (see :class:`.stack_actions.StackActions`)."""
+        self.stack.propagate_all()
 
     def segment_everything(self, whole_stack: bool = False) -> None:
         """Segment everything on the plane on screen, or through the stack, into a new labels
@@ -670,16 +537,16 @@ class SamWidget(QWidget):
             self.everything.cancel()
             return
         if self.engine is None or self.view is None or self.index is None:
-            self._set_status("segment everything: wait for the model and an image")
+            self.set_status("segment everything: wait for the model and an image")
             return
         if whole_stack and not self.index:
-            self._set_status("segment everything: this image is a single plane; use 'This plane'")
+            self.set_status("segment everything: this image is a single plane; use 'This plane'")
             return
         job = everything_job(self.engine, self.view, self.index, whole_stack, self.ui.auto_params())
         self.everything.start(job, (self.view, self.index))
         for button in (self.ui.everything_plane, self.ui.everything_stack):
             button.setText(CANCEL)
-        self._set_status("segmenting everything ... (Cancel stops it)")
+        self.set_status("segmenting everything ... (Cancel stops it)")
 
     def _on_everything(self, labels: Any, context: tuple[Any, ...]) -> None:
         if self._torn_down:
@@ -692,19 +559,19 @@ class SamWidget(QWidget):
     def _everything_ended(self, status: str) -> None:
         self.ui.everything_plane.setText(EVERYTHING_PLANE)
         self.ui.everything_stack.setText(EVERYTHING_STACK)
-        self._set_status(status)
+        self.set_status(status)
 
     def undo(self) -> None:
         """Undo the last edit of the output labels layer (a commit is one edit)."""
         labels = self.ui.output.layer()
         if labels is None:
-            self._set_status("nothing to undo: no labels layer chosen")
+            self.set_status("nothing to undo: no labels layer chosen")
             return
         if not getattr(labels, "_undo_history", True):
-            self._set_status(f"nothing to undo on {labels.name!r}")
+            self.set_status(f"nothing to undo on {labels.name!r}")
             return
         labels.undo()
-        self._set_status(f"undone: the last edit of {labels.name!r} (Ctrl+Z on that layer undoes more)")
+        self.set_status(f"undone: the last edit of {labels.name!r} (Ctrl+Z on that layer undoes more)")
 
     def clear(self) -> None:
         """Clear the prompts of the current plane (and bring deleted prompt layers back)."""
@@ -732,7 +599,7 @@ class SamWidget(QWidget):
         c = self.cands.candidates
         self.ui.candidates.set_scores(None if c is None else c.scores, self.cands.selected)
 
-    def _set_status(self, text: str) -> None:
+    def set_status(self, text: str) -> None:
         self.ui.status.setText(text)
 
     def _set_hint(self, text: str) -> None:
@@ -751,7 +618,7 @@ class SamWidget(QWidget):
         self._request_timer.stop()
         self._tiles_timer.stop()
         self.embedder.set_engine(None)
-        self.propagator.cancel()
+        self.stack.detach()
         self.everything.cancel()
         self.predictions.clear()
         for emitter, callback in self._listening:
