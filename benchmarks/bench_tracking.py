@@ -6,8 +6,9 @@ and seconds per object per frame against one embedding of a frame, in the same r
 
 One box per nucleus on frame 0 (its ground-truth box); nuclei smaller than 30 px are
 left out. The movie is made by :func:`napari_sam.variants.moving` from the bundled 512^2
-image (a 256^2 crop with ``--crop``, whose cut nuclei make poor starts): objects move, turn, and pass over each other, so
-even a ground-truth box on every frame ("oracle") does not reach IoU 1.
+image (a 256^2 crop with ``--crop``, whose cut nuclei make poor starts): objects move,
+turn, and pass over each other, so even a ground-truth box on every frame ("oracle") does
+not reach IoU 1.
 """
 
 from __future__ import annotations

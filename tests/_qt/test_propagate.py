@@ -55,19 +55,30 @@ def test_commit_through_the_stack_is_one_3d_object_and_one_undo(sam, qtbot):
     idle(qtbot, widget)
 
 
-def test_commit_through_the_frames_of_a_movie_follows_the_moving_nucleus(sam, qtbot, nuclei2d):
+def _movie(nuclei2d, frames: int, speed: float):
+    """Real nuclei moving ``speed`` px per frame, and the ids of those seen well on every frame."""
     image, labels = nuclei2d
+    movie, truth = moving(image[:160, :160], labels[:160, :160], frames=frames, speed_px=speed, seed=1)
+    ids = [k for k in np.unique(truth[0]) if k and all((truth[t] == k).sum() > 150 for t in range(frames))]
+    return movie, truth, ids
+
+
+def _drag_box(widget, qtbot, mask) -> None:
+    """Drag a box around ``mask`` on frame 0 and wait for its candidates."""
+    r, c = np.nonzero(mask)
+    drag(widget.prompts.boxes, (0, r.min() - 1, c.min() - 1), (0, r.max() + 1, c.max() + 1))
+    wait_candidates(qtbot, widget)
+
+
+def test_commit_through_the_frames_of_a_movie_follows_the_moving_nucleus(sam, qtbot, nuclei2d):
     frames = 6
-    movie, truth = moving(image[:160, :160], labels[:160, :160], frames=frames, speed_px=3.0, seed=1)
-    k = next(k for k in np.unique(truth[0]) if k and all((truth[t] == k).sum() > 150 for t in range(frames)))
+    movie, truth, (k, *_) = _movie(nuclei2d, frames, 3.0)
     viewer, widget = sam(movie, axis_labels=("t", "y", "x"))
     # a time axis, named so by the layer: frames, followed by their motion
     assert widget.ui.through.currentText() == f"t ({frames} frames)"
     assert widget.ui.follow.currentData() == "motion"
     go_to(viewer, widget, qtbot, 0)
-    r, c = np.nonzero(truth[0] == k)
-    drag(widget.prompts.boxes, (0, r.min() - 1, c.min() - 1), (0, r.max() + 1, c.max() + 1))
-    wait_candidates(qtbot, widget)
+    _drag_box(widget, qtbot, truth[0] == k)
 
     press(viewer, "P")
     qtbot.waitUntil(lambda: not widget.propagator.busy and widget.ui.output.layer() is not None, timeout=TIMEOUT_MS)
@@ -91,16 +102,13 @@ def test_commit_through_the_frames_of_a_movie_follows_the_moving_nucleus(sam, qt
 
 
 def test_all_objects_of_a_plane_are_carried_through_the_frames_keeping_their_ids(sam, qtbot, nuclei2d):
-    image, labels = nuclei2d
     frames = 5
-    movie, truth = moving(image[:160, :160], labels[:160, :160], frames=frames, speed_px=2.0, seed=1)
-    ids = [k for k in np.unique(truth[0]) if k and all((truth[t] == k).sum() > 150 for t in range(frames))][:2]
+    movie, truth, ids = _movie(nuclei2d, frames, 2.0)
+    ids = ids[:2]
     viewer, widget = sam(movie, axis_labels=("time", "y", "x"))
     go_to(viewer, widget, qtbot, 0)
     for k in ids:  # the user commits two nuclei on the first frame
-        r, c = np.nonzero(truth[0] == k)
-        drag(widget.prompts.boxes, (0, r.min() - 1, c.min() - 1), (0, r.max() + 1, c.max() + 1))
-        wait_candidates(qtbot, widget)
+        _drag_box(widget, qtbot, truth[0] == k)
         press(viewer, "C")
     out = widget.ui.output.layer()
     first = out.data.copy()
