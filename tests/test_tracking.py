@@ -175,3 +175,16 @@ def test_a_long_movie_of_large_frames_is_read_frame_by_frame_in_bounded_memory(l
         assert abs(tr.frames[t].r0 + tr.frames[t].mask.shape[0] / 2 - (1000 + 2 * t)) <= 3
         assert abs(tr.frames[t].c0 + tr.frames[t].mask.shape[1] / 2 - (900 + 3 * t)) <= 3
     assert peak < 400e6, peak / 1e6  # a few planes, never the stack (4 GB) or a mask per frame (2 GB)
+
+
+def test_connected_part_keeps_the_part_on_the_reference_or_says_none_is():
+    from napari_sam.tracking import connected_part
+
+    mask = np.zeros((10, 10), bool)
+    mask[0:2, 0:2] = mask[5:9, 5:9] = True
+    near, far = np.zeros_like(mask), np.zeros_like(mask)
+    near[0, 0] = far[0, 9] = True
+    assert connected_part(mask, near).sum() == 4  # the small part it overlaps, not the larger one
+    assert connected_part(mask, far).sum() == 16  # tracking: none overlaps, keep the largest
+    assert not connected_part(mask, far, largest_if_apart=False).any()  # the intensity carry: the object ended
+    assert not connected_part(np.zeros_like(mask), near).any()

@@ -44,7 +44,9 @@ from .imaging import finite
 from .metrics import iou
 from .predictor import Embedding, Predictor
 from .prompting import mask_threshold
-from .tracking import ArrayFrames, Frame, Track, TrackParams, centre, interior_point, object_contrast, track
+from .tracking import (
+    ArrayFrames, Frame, Track, TrackParams, centre, connected_part, interior_point, object_contrast, track,
+)
 
 CARRIES = ("intensity", "model", "motion")
 
@@ -282,21 +284,12 @@ class _Column:
 
     def grow(self, k: int, prev: np.ndarray, look: _Look) -> np.ndarray:
         """The previous mask grown by ``grow`` pixels, within the object's level on slice k."""
-        return _connected_to(ndi.binary_dilation(prev, iterations=self.params.grow) & self.bright(k, look), prev)
+        return connected_part(ndi.binary_dilation(prev, iterations=self.params.grow) & self.bright(k, look), prev,
+                              largest_if_apart=False)
 
     def keep_bright(self, k: int, prev: np.ndarray, look: _Look, mask: np.ndarray) -> np.ndarray:
         """The model's mask on slice k, kept to the object's bright part next to ``prev``."""
-        return _connected_to(mask & self.bright(k, look), prev)
-
-
-def _connected_to(mask: np.ndarray, prev: np.ndarray) -> np.ndarray:
-    """The connected part of ``mask`` that overlaps ``prev`` most (empty if none does)."""
-    parts, count = ndi.label(mask)
-    if not count:
-        return mask
-    overlap = np.bincount(parts[prev], minlength=count + 1)
-    overlap[0] = 0
-    return parts == overlap.argmax() if overlap.max() else np.zeros_like(mask)
+        return connected_part(mask & self.bright(k, look), prev, largest_if_apart=False)
 
 
 def _extent_of(plane_shape: tuple[int, int], mask: np.ndarray | None, points: object, box: object,

@@ -216,7 +216,7 @@ def track(
                 box = _box_around(moved, params.box_margin)
                 points = interior_point(moved)[None] if use_points else None
                 cand = frames.segment(nxt, box, points)
-                current = _keep_part(cand.masks[cand.best], moved)
+                current = connected_part(cand.masks[cand.best], moved)
                 if not current.any():
                     reason = f"no object found on frame {nxt}"
                     break
@@ -344,14 +344,17 @@ def _shifted(mask: np.ndarray, shift: tuple[float, float]) -> np.ndarray:
     return out
 
 
-def _keep_part(mask: np.ndarray, moved: np.ndarray) -> np.ndarray:
-    """The connected part of ``mask`` that overlaps the moved previous mask most."""
+def connected_part(mask: np.ndarray, ref: np.ndarray, largest_if_apart: bool = True) -> np.ndarray:
+    """The connected part of ``mask`` that overlaps ``ref`` most. When no part overlaps it:
+    the largest part (``largest_if_apart``), else nothing."""
     parts, count = ndi.label(mask)
-    if count <= 1:
-        return mask
-    overlap = np.bincount(parts[moved], minlength=count + 1)
+    overlap = np.bincount(parts[np.asarray(ref, dtype=bool)], minlength=count + 1)
     overlap[0] = 0
-    return parts == (overlap.argmax() if overlap.max() else 1 + np.argmax(np.bincount(parts.ravel())[1:]))
+    if overlap.max():
+        return parts == overlap.argmax()
+    if not largest_if_apart or not count:
+        return np.zeros_like(mask, dtype=bool)
+    return parts == 1 + np.argmax(np.bincount(parts.ravel())[1:])
 
 
-__all__ = ["ArrayFrames", "Frame", "Frames", "Track", "TrackParams", "centre", "interior_point", "motion", "object_contrast", "track"]
+__all__ = ["ArrayFrames", "Frame", "Frames", "Track", "TrackParams", "centre", "connected_part", "interior_point", "motion", "object_contrast", "track"]
