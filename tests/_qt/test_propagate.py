@@ -180,6 +180,38 @@ def test_propagation_can_be_cancelled_and_commits_nothing(sam, qtbot, monkeypatc
     idle(qtbot, widget)
 
 
+def test_a_result_that_arrives_after_switching_images_goes_to_its_own_image(sam, qtbot, monkeypatch):
+    from napari_sam.interactive import jobs
+
+    volume, a, _ = _stack()
+    release = threading.Event()
+    real = jobs.propagate_piece
+
+    def held(*args, **kwargs):
+        assert release.wait(TIMEOUT_MS / 1000)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(jobs, "propagate_piece", held)
+    viewer, widget = sam(volume)
+    first = widget.view.layer
+    go_to(viewer, widget, qtbot, 6)
+    widget.prompts.boxes.add_rectangles(box3d(6, regionprops(a[6].astype(int))[0].bbox))
+    wait_candidates(qtbot, widget)
+    widget.propagate()
+    # meanwhile the user opens a second stack of the same shape, with its own labels chosen
+    second = viewer.add_image(volume[::-1].copy(), name="second")
+    qtbot.waitUntil(lambda: widget.view is not None and widget.view.layer is second, timeout=TIMEOUT_MS)
+    theirs = viewer.add_labels(np.zeros(volume.shape, np.uint16), name="second labels")
+    widget.ui.output.set_layer(theirs)
+    release.set()
+    qtbot.waitUntil(lambda: not widget.propagator.busy, timeout=TIMEOUT_MS)
+    assert not theirs.data.any()  # nothing written into the labels of the image on screen
+    ours = [layer for layer in viewer.layers if layer.metadata.get("napari_sam_image") == str(first.unique_id)]
+    assert len(ours) == 1 and iou(ours[0].data == 1, a) > 0.7
+    assert widget.ui.output.layer() is theirs  # the choice on screen is left alone
+    idle(qtbot, widget)
+
+
 def test_single_plane_images_have_nothing_to_propagate_through(sam, qtbot, nuclei2d):
     image, labels = nuclei2d
     viewer, widget = sam(image)

@@ -48,6 +48,9 @@ class StackActions(QObject):
         """The stack axes to propagate through, by their napari names; the one next to the
         plane first chosen, as before (z in (t, z, y, x))."""
         combo, view = self.ui.through, self.host.view
+        if self._propagated is not None and (view is None or self._propagated[0].layer is not view.layer):
+            self._propagated = None  # another image: its list no longer applies
+            self.ui.frames.clear()
         combo.blockSignals(True)
         combo.clear()
         if view is not None:
@@ -136,6 +139,9 @@ class StackActions(QObject):
         if not track.frames:
             self._ended("nothing committed: the object was not found")
             return
+        if view.layer not in self.host.viewer.layers:
+            self._ended("nothing committed: its image was closed")
+            return
         labels = self.host.output_layer(view)
         try:
             new_id = commit_planes(labels, ((k, track.mask(k)) for k in sorted(track.frames)), view, index, axis,
@@ -170,11 +176,12 @@ class StackActions(QObject):
 
     def go_to_frame(self, k: int) -> None:
         """Show frame (slice) ``k`` of the last propagation's stack axis."""
-        if self._propagated is None or self.host.view is None or self._propagated[0] != self.host.view:
+        view = self.host.view
+        if self._propagated is None or view is None or self._propagated[0].layer is not view.layer:
             return
         _, index, axis = self._propagated
         current = self.host.index if self.host.index is not None else index
-        point = self.host.view.world_point(self.host.viewer.dims.point, along(current, axis, k))
+        point = view.world_point(self.host.viewer.dims.point, along(current, axis, k))
         self.host.viewer.dims.point = tuple(point)
 
     def _ended(self, status: str) -> None:

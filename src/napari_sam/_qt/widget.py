@@ -179,9 +179,10 @@ class SamWidget(QWidget):
             if active is not None and active in layers:
                 layers.selection.active = active
 
-    def _fits_output(self, layer: Any) -> bool:
+    def _fits_output(self, layer: Any, view: PlaneView | None = None) -> bool:
+        view = view or self.view
         return (isinstance(layer, Labels) and layer is not self.cands.layer
-                and self.view is not None and tuple(layer.data.shape) == self.view.shape)
+                and view is not None and tuple(layer.data.shape) == view.shape)
 
     @property
     def box_only(self) -> bool:
@@ -291,17 +292,19 @@ class SamWidget(QWidget):
         if self._image is not None and labels is not None:
             self._outputs[image_key(self._image)] = labels
 
-    def _output_for_image(self) -> Labels | None:
-        """The labels layer this image's objects go to: the one chosen for it before, or
-        one made for it (by this widget or an earlier one); None: make one on commit."""
-        if self._image is None or self.view is None:
+    def _output_for_image(self, view: PlaneView | None = None) -> Labels | None:
+        """The labels layer the objects of ``view``'s image (default: the one on screen) go
+        to: the one chosen for it before, or one made for it (by this widget or an earlier
+        one); None: make one on commit."""
+        view = view or self.view
+        if view is None or (view is self.view and self._image is None):
             return None
-        key = image_key(self._image)
+        key = image_key(view.layer)
         known = self._outputs.get(key)
-        if known is not None and known in self.viewer.layers and self._fits_output(known):
+        if known is not None and known in self.viewer.layers and self._fits_output(known, view):
             return known
         for layer in self.viewer.layers:
-            if layer.metadata.get(IMAGE_KEY) == key and self._fits_output(layer):
+            if layer.metadata.get(IMAGE_KEY) == key and self._fits_output(layer, view):
                 return layer
         return None
 
@@ -514,11 +517,17 @@ class SamWidget(QWidget):
         return self._torn_down
 
     def output_layer(self, view: PlaneView) -> Labels:
-        """The chosen output labels layer, made (and chosen) on the first commit."""
-        labels = self.ui.output.layer()
+        """The output labels layer for ``view``'s image: the chosen one, made (and chosen) on
+        the first commit. A result that arrives after the user moved on to another image
+        goes to its own image's layer, never to the one on screen."""
+        on_screen = self.view is not None and self.view.layer is view.layer
+        labels = self.ui.output.layer() if on_screen else self._output_for_image(view)
         if labels is None:
             labels = new_output_layer(self.viewer, view, {ROLE: "labels", IMAGE_KEY: image_key(view.layer)})
-            self.ui.output.set_layer(labels)
+            if on_screen:
+                self.ui.output.set_layer(labels)
+            else:
+                self._outputs[image_key(view.layer)] = labels
             self._raise_own_layers()
         return labels
 
