@@ -8,7 +8,8 @@ Run from the repository root, under a display or a virtual one:
   widget docked from the plugin manifest, a box drawn around one nucleus and its three
   scored candidates.
 - ``docs/images/stack.png``: the synthetic 3D stack on a middle slice, one nucleus
-  committed to the output labels and a second one boxed, with its candidates.
+  committed to the output labels and a second one committed through the stack, with its
+  confidence per slice listed in the dock.
 
 Each is a screenshot of the whole window, taken with the real model (LiteMedSAM).
 """
@@ -114,7 +115,8 @@ def stack_screenshot() -> None:
     assert widget.commit() == 1
     widget.prompts.boxes.add_rectangles(box3d(z, second.bbox))
     wait(lambda: widget.cands.candidates is not None and not widget.predictions.busy)
-    widget.choose(widget.cands.selected)
+    widget.propagate()  # the second one through the stack: its confidence per slice is listed
+    wait(lambda: not widget.propagator.busy)
     viewer.layers.selection.active = widget.prompts.boxes
     settle(viewer)
 

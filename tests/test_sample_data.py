@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from napari_sam._sample_data import sample_nuclei_2d, sample_nuclei_3d, synthetic_nuclei
+from napari_sam._sample_data import sample_nuclei_2d, sample_nuclei_3d, sample_nuclei_movie, synthetic_nuclei
 
 
 def test_synthetic_nuclei_2d_look_like_nuclei():
@@ -30,6 +30,14 @@ def test_synthetic_nuclei_3d_are_anisotropic():
 
 
 def test_napari_samples_are_layer_data():
-    for sample, shape in ((sample_nuclei_2d, (256, 256)), (sample_nuclei_3d, (16, 128, 128))):
+    for sample, shape, axes in ((sample_nuclei_2d, (256, 256), ("y", "x")),
+                                (sample_nuclei_3d, (16, 128, 128), ("z", "y", "x")),
+                                (sample_nuclei_movie, (12, 256, 256), ("t", "y", "x"))):
         (data, meta, kind), = sample()
-        assert kind == "image" and data.shape == shape and "name" in meta
+        assert kind == "image" and data.shape == shape and "name" in meta and meta["axis_labels"] == axes
+
+
+def test_the_movie_sample_moves():
+    (movie, _, _), = sample_nuclei_movie()
+    first, last = movie[0].astype(float), movie[-1].astype(float)
+    assert np.corrcoef(first.ravel(), last.ravel())[0, 1] < 0.5  # the nuclei moved away from where they were

@@ -79,10 +79,23 @@ def _random_nucleus(shape: tuple[int, ...], radius: tuple[float, float], z_ratio
 def sample_nuclei_2d() -> list[LayerData]:
     """napari sample: a 256x256 field of synthetic nuclei."""
     image, _ = synthetic_nuclei((256, 256), n=30, seed=1)
-    return [(image, {"name": "nuclei 2D (synthetic)", "contrast_limits": (0, int(image.max()))}, "image")]
+    return [(image, {"name": "nuclei 2D (synthetic)", "contrast_limits": (0, int(image.max())),
+                     "axis_labels": ("y", "x")}, "image")]
 
 
 def sample_nuclei_3d() -> list[LayerData]:
     """napari sample: a 16x128x128 stack of synthetic nuclei (z sampled 2x coarser)."""
     image, _ = synthetic_nuclei((16, 128, 128), n=20, radius=(8.0, 12.0), seed=2)
-    return [(image, {"name": "nuclei 3D (synthetic)", "contrast_limits": (0, int(image.max()))}, "image")]
+    return [(image, {"name": "nuclei 3D (synthetic)", "contrast_limits": (0, int(image.max())),
+                     "axis_labels": ("z", "y", "x")}, "image")]
+
+
+def sample_nuclei_movie() -> list[LayerData]:
+    """napari sample: 12 frames of 256x256 synthetic nuclei, each moving about 3 px per
+    frame, with a time axis named ``t`` (commit through stack follows them)."""
+    from .variants import moving
+
+    image, labels = synthetic_nuclei((256, 256), n=30, seed=1)
+    movie, _ = moving(image, labels, frames=12, speed_px=3.0, seed=3)
+    return [(movie, {"name": "moving nuclei (synthetic)", "contrast_limits": (0, int(movie.max())),
+                     "axis_labels": ("t", "y", "x")}, "image")]

@@ -36,6 +36,11 @@ def test_widget_docks_from_the_manifest_and_loads_samples(make_napari_viewer, qt
     assert {"SAM points", "SAM boxes", "SAM candidates"} <= set(names)
     viewer.open_sample("napari-sam-kit", "nuclei_3d")
     assert viewer.layers["nuclei 3D (synthetic)"].data.shape == (16, 128, 128)
+    qtbot.waitUntil(lambda: widget.ui.through.currentText() == "z (16 slices)", timeout=TIMEOUT_MS)
+    assert widget.ui.follow.currentData() == "intensity"
+    viewer.open_sample("napari-sam-kit", "nuclei_movie")  # named axes: the movie's frames follow motion
+    qtbot.waitUntil(lambda: widget.ui.through.currentText() == "t (12 frames)", timeout=TIMEOUT_MS)
+    assert widget.ui.follow.currentData() == "motion"
     idle(qtbot, widget)
 
 
