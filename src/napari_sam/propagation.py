@@ -364,8 +364,7 @@ def score_piece(read: Callable[[int], np.ndarray], n: int, start: int, piece: Pi
             overlap = iou(current, prev)
             ratio = current.sum() / max(1, prev.sum())
             contrast = object_contrast(read(k)[window], current) / start_contrast if start_contrast else 1.0
-            unsure = (overlap < params.min_overlap or contrast < params.min_contrast
-                      or not 1 / params.area_change <= ratio <= params.area_change)
+            unsure = params.unsure(1.0, overlap, contrast, ratio)  # no model score here
             out.frames[k] = frame(k, current, 1.0, overlap, contrast, tuple(centre(current) - centre(prev)), unsure)
             k += step
         out.stopped[step] = "end of the stack" if k in (-1, n) else "where its intensity profile ends"

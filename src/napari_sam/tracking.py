@@ -1,10 +1,10 @@
 """Follow objects through the frames of a movie (or the slices of a stack) with SAM.
 
 Each next frame is prompted from the previous result moved by the object's estimated
-motion: the previous frame's patch around the object is matched (normalised
-cross-correlation) in the next frame near where its last velocity would take it, and the
-moved box (plus an interior point for point-capable models) is answered by the prompt
-service at zoom (:class:`~napari_sam.prompting.PromptService`). So an object moving
+motion: the object's pixels on the previous frame are matched (normalised
+cross-correlation over its mask) in the next frame near where its last velocity would
+take it, and the moved box (plus an interior point for point-capable models) is answered
+by the prompt service at zoom (:class:`~napari_sam.prompting.PromptService`). So an object moving
 several pixels per frame is not lost, as it is when the previous mask is only grown.
 
 Every frame gets a confidence and may be flagged unsure: the model's predicted IoU is
@@ -39,7 +39,8 @@ class TrackParams:
     """How far to look for the object and when a frame is unsure.
 
     ``search``: how far the object may move from where its velocity predicts, in object
-    sizes (plus ``search_px``). The box around the moved previous mask gets a margin of
+    sizes (plus ``search_px``); ``prior`` is how much the match prefers shifts near that
+    prediction (its penalty at the edge of the search). The box around the moved previous mask gets a margin of
     ``box_margin`` of its size (at least a pixel): boxes cut tight to the last mask would
     make each mask a little smaller than the one before. A frame is unsure when the predicted IoU is under
     ``min_score``, the IoU with the moved previous mask under ``min_overlap``, the area
@@ -57,6 +58,12 @@ class TrackParams:
     min_contrast: float = 0.4
     area_change: float = 2.0
     patience: int = 2
+
+    def unsure(self, score: float, overlap: float, contrast: float, area_ratio: float) -> bool:
+        """Whether a frame with these measures is unsure (``area_ratio``: its area over the
+        previous frame's)."""
+        return (score < self.min_score or overlap < self.min_overlap or contrast < self.min_contrast
+                or not 1 / self.area_change <= area_ratio <= self.area_change)
 
 
 @dataclass(frozen=True)
@@ -224,8 +231,7 @@ def track(
                 overlap = iou(current, moved)
                 ratio = current.sum() / max(1, prev.sum())
                 contrast = object_contrast(frames.read(nxt), current) / start_contrast if start_contrast else 1.0
-                unsure = (score < params.min_score or overlap < params.min_overlap or contrast < params.min_contrast
-                          or not 1 / params.area_change <= ratio <= params.area_change)
+                unsure = params.unsure(score, overlap, contrast, ratio)
                 frame = Frame.of(nxt, current, score, overlap, contrast, shift, unsure)
             if frame.unsure:
                 unsure_run.append(nxt)

@@ -38,17 +38,16 @@ def propagation_job(engine: Engine, stack: StackAlong, z: int, mask: np.ndarray,
     if carry not in CARRIES:
         raise ValueError(f"carry must be one of {CARRIES}, got {carry!r}")
 
-    def read(k: int) -> np.ndarray:
-        return engine.read_plane(stack.source, stack.at(k))
+    frames = _EngineFrames(engine, stack)
 
     def run(progress: Callable[[int, int], None], cancel: Callable[[], bool]) -> Track:
         corrections = {k: _best_mask(engine, stack, k, p) for k, p in (fixes or {}).items()}
         if carry == "motion":
-            return track(_EngineFrames(engine, stack), z, mask, corrections=corrections,
+            return track(frames, z, mask, corrections=corrections,
                          use_points=not engine.predictor.box_only, progress=progress, cancel=cancel)
         piece = propagate_piece(engine.predictor, stack, z, mask=mask, corrections=corrections, progress=progress,
                                 cancel=cancel, embed=lambda k: engine.embedding(stack.source, stack.at(k)))
-        return score_piece(read, stack.shape[0], z, piece, stack.shape[1:])
+        return score_piece(frames.read, len(frames), z, piece, stack.shape[1:])
 
     return run
 
