@@ -35,6 +35,7 @@ def test_napari_samples_are_layer_data():
                                 (sample_nuclei_movie, (12, 256, 256), ("t", "y", "x"))):
         (data, meta, kind), = sample()
         assert kind == "image" and data.shape == shape and "name" in meta and meta["axis_labels"] == axes
+    assert sample_nuclei_3d()[0][1]["scale"] == (2.0, 1.0, 1.0)  # z sampled twice as coarsely
 
 
 def test_the_movie_sample_moves():

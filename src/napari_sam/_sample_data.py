@@ -87,7 +87,7 @@ def sample_nuclei_3d() -> list[LayerData]:
     """napari sample: a 16x128x128 stack of synthetic nuclei (z sampled 2x coarser)."""
     image, _ = synthetic_nuclei((16, 128, 128), n=20, radius=(8.0, 12.0), seed=2)
     return [(image, {"name": "nuclei 3D (synthetic)", "contrast_limits": (0, int(image.max())),
-                     "axis_labels": ("z", "y", "x")}, "image")]
+                     "axis_labels": ("z", "y", "x"), "scale": (2.0, 1.0, 1.0)}, "image")]
 
 
 def sample_nuclei_movie() -> list[LayerData]:

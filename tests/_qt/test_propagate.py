@@ -288,3 +288,26 @@ def test_the_frame_list_marks_unsure_frames_and_asks_to_go_there(qtbot):
     assert jumped.args == [3]
     frames.clear()
     assert frames.isHidden() and rows.count() == 0
+
+
+def test_a_volume_seen_across_z_is_carried_along_z_by_its_scale(sam, qtbot, nuclei3d):
+    # The real volume (z sampled twice as coarsely) viewed as z x x planes, propagated through
+    # y: with the layer's scale the nucleus is followed along z, where it is sharp.
+    volume, labels = nuclei3d
+    viewer, widget = sam(volume, axis_labels=("z", "y", "x"), scale=(2.0, 1.0, 1.0))
+    viewer.dims.order = (1, 0, 2)  # y on the slider; z down, x across
+    truth = labels == 79
+    y = int(np.flatnonzero(truth.any((0, 2))).mean())
+    viewer.dims.set_current_step(1, y)
+    qtbot.waitUntil(lambda: widget.index == (y,), timeout=TIMEOUT_MS)
+    assert widget.ui.through.currentText() == "y (61 slices)"
+    z, x = np.nonzero(truth[:, y])
+    viewer.layers.selection.active = widget.prompts.boxes
+    drag(widget.prompts.boxes, (2 * (z.min() - 1), y, x.min() - 1), (2 * (z.max() + 1), y, x.max() + 1))
+    wait_candidates(qtbot, widget)
+    press(viewer, "P")
+    qtbot.waitUntil(lambda: not widget.propagator.busy and widget.ui.output.layer() is not None, timeout=TIMEOUT_MS)
+    out = widget.ui.output.layer().data == 1
+    assert "through slices" in widget.ui.status.text(), widget.ui.status.text()
+    assert iou(out, truth) > 0.7, iou(out, truth)  # carried along y plane by plane: about 0.3
+    idle(qtbot, widget)

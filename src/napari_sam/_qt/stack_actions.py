@@ -98,7 +98,8 @@ class StackActions(QObject):
         fixes = {k: p for k in range(stack.shape[0]) if k != index[axis]
                  and not (p := self.host.prompts.for_plane(view, stack.at(k), use_points=use_points)).empty}
         self.ui.frames.clear()
-        job = propagation_job(self.host.engine, stack, index[axis], mask, fixes, self.ui.follow.currentData())
+        job = propagation_job(self.host.engine, stack, index[axis], mask, fixes, self.ui.follow.currentData(),
+                              view.spacing_along(axis))
         self.job.start(job, (view, index, axis, noun, [stack.at(k) for k in fixes]))
         self.ui.propagate.setText(CANCEL_PROPAGATE)
         self.host.set_status(f"propagating through the {noun}s ... (P again cancels)")
@@ -123,7 +124,8 @@ class StackActions(QObject):
         noun = "frame" if is_time_axis(name) else "slice"
         stack = StackAlong(view.source, index, axis)
         self.ui.frames.clear()
-        job = propagate_all_job(self.host.engine, stack, index[axis], plane, self.ui.follow.currentData())
+        job = propagate_all_job(self.host.engine, stack, index[axis], plane, self.ui.follow.currentData(),
+                                view.spacing_along(axis))
         self.job.start(job, (view, index, axis, noun, labels))
         self.ui.propagate_all.setText(CANCEL_PROPAGATE)
         self.host.set_status(f"propagating {len(np.unique(plane)) - 1} objects through the {noun}s ... (again cancels)")

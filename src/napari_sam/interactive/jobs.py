@@ -25,7 +25,8 @@ CARRIES = ("motion", "intensity")
 
 def propagation_job(engine: Engine, stack: StackAlong, z: int, mask: np.ndarray,
                     fixes: dict[int, PlanePrompts] | None = None,
-                    carry: str = "intensity") -> Callable[..., Track]:
+                    carry: str = "intensity", spacing: tuple[float, float, float] | None = None,
+                    ) -> Callable[..., Track]:
     """The work of carrying ``mask`` (plane pixels on slice ``z``) through ``stack``, as a
     :class:`~.workers.BackgroundJob` function returning a :class:`~napari_sam.tracking.Track`
     (masks with a confidence per slice). ``fixes`` are the prompts the user drew on other
@@ -34,6 +35,9 @@ def propagation_job(engine: Engine, stack: StackAlong, z: int, mask: np.ndarray,
     ``carry``: ``"motion"`` follows the object by its motion, each frame answered by SAM
     at zoom from the engine's tiles (time series); ``"intensity"`` carries the mask by the
     object's brightness and ends it by its profile (z stacks of fluorescent nuclei).
+    ``spacing``: the voxel size along (stack, rows, cols), the layer's scale; a volume
+    propagated along a fine axis from planes that hold a coarse one is followed along the
+    coarse axis (:mod:`napari_sam.crossing`).
     """
     if carry not in CARRIES:
         raise ValueError(f"carry must be one of {CARRIES}, got {carry!r}")
@@ -46,14 +50,16 @@ def propagation_job(engine: Engine, stack: StackAlong, z: int, mask: np.ndarray,
             return track(frames, z, mask, corrections=corrections,
                          use_points=not engine.predictor.box_only, progress=progress, cancel=cancel)
         piece = propagate_piece(engine.predictor, stack, z, mask=mask, corrections=corrections, progress=progress,
-                                cancel=cancel, embed=lambda k: engine.embedding(stack.source, stack.at(k)))
+                                cancel=cancel, embed=lambda k: engine.embedding(stack.source, stack.at(k)),
+                                spacing=spacing)
         return score_piece(frames.read, len(frames), z, piece, stack.shape[1:])
 
     return run
 
 
 def propagate_all_job(engine: Engine, stack: StackAlong, z: int, plane_labels: np.ndarray,
-                      carry: str = "intensity") -> Callable[..., dict[int, Track]]:
+                      carry: str = "intensity", spacing: tuple[float, float, float] | None = None,
+                      ) -> Callable[..., dict[int, Track]]:
     """The work of carrying every object of ``plane_labels`` (slice ``z``) through
     ``stack``: a :class:`~.workers.BackgroundJob` function returning object id -> its
     :class:`~napari_sam.tracking.Track` (each frame a crop: memory follows the objects)."""
@@ -63,7 +69,7 @@ def propagate_all_job(engine: Engine, stack: StackAlong, z: int, plane_labels: n
         out = {}
         for done, k in enumerate(ids):
             progress(done, len(ids))
-            one = propagation_job(engine, stack, z, plane_labels == k, None, carry)
+            one = propagation_job(engine, stack, z, plane_labels == k, None, carry, spacing)
             out[k] = one(lambda *_: None, cancel)
         progress(len(ids), len(ids))
         return out

@@ -64,6 +64,13 @@ class PlaneView:
         axes = list(self.image_axes)
         return np.asarray(self.layer.scale)[axes], np.asarray(self.layer.translate)[axes]
 
+    def spacing_along(self, axis: int) -> tuple[float, float, float]:
+        """The voxel size along stack axis ``axis`` (a position in an :data:`Index`) and the
+        plane's rows and columns: the image layer's ``scale``."""
+        scale, _ = self.scale_translate()
+        return (float(scale[self.stack_axes[axis]]), float(scale[self.plane_axes[0]]),
+                float(scale[self.plane_axes[1]]))
+
     def stack_axis_names(self, viewer_labels: Sequence[str] = ()) -> list[str]:
         """A name for each stack axis (the positions of an :data:`Index`): the image layer's
         axis label, else the viewer's (``viewer.dims.axis_labels``), else ``"axis j"``."""

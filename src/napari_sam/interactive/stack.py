@@ -35,6 +35,6 @@ class StackAlong:
     def __getitem__(self, key: Any) -> np.ndarray:
         if isinstance(key, (int, np.integer)):
             return self._plane(int(key))
-        if isinstance(key, tuple) and key and key[0] == slice(None):
-            return np.stack([self._plane(k)[key[1:]] for k in range(self.shape[0])])
-        raise TypeError(f"StackAlong supports [k] and [:, rows, cols], not {key!r}")
+        if isinstance(key, tuple) and len(key) == 3 and isinstance(key[0], slice):
+            return np.stack([self._plane(k)[key[1:]] for k in range(self.shape[0])[key[0]]])
+        raise TypeError(f"StackAlong supports [k] and [slices, rows, cols], not {key!r}")
