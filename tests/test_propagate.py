@@ -155,13 +155,15 @@ def test_real_nucleus_volume_through_y_is_followed_along_z(lite_predictor, nucle
     # columns, blurred in z. Carried from plane to plane along y they were lost (mean 3D IoU
     # 0.31, SAM on every plane 0.44; SAM given the true box on every plane 0.63). With the
     # voxel size (z twice y and x, as the annotation's shapes say) they are followed along z.
+    # Every other nucleus keeps the suite short: these 26 measure 0.60, all 51 0.61
+    # (benchmarks/bench_volume_axes.py gives all three axes).
     volume, labels = (np.moveaxis(a, 1, 0) for a in nuclei3d)
     scores = []
-    for region in regionprops(labels):
+    for region in regionprops(labels)[::2]:
         mid = (region.bbox[0] + region.bbox[3] - 1) // 2
         truth = labels == region.label
         scores.append(iou(propagate(lite_predictor, volume, mid, box=_box(truth[mid]), spacing=(1.0, 2.0, 1.0)), truth))
-    assert np.mean(scores) >= 0.55, np.mean(scores)  # measured 0.61
+    assert np.mean(scores) >= 0.55, np.mean(scores)  # measured 0.60
 
 
 def test_the_package_level_function_is_not_shadowed_by_its_module():

@@ -363,9 +363,9 @@ def _across(predictor: Predictor, volume: object, z: int, start: np.ndarray, b: 
 
     The object found that way must agree with ``start`` on slice ``z`` (IoU at least
     ``CROSS_AGREE``); failing that, the crossings through the neighbouring rows of the start
-    mask are tried and the most agreeing kept. That agreement tracks the result's quality
-    (correlation 0.88 with the 3D IoU on the bundled volume), and it catches the prompts
-    that land on a neighbour."""
+    mask are tried and the most agreeing kept; under half that, the stack axis is followed
+    after all. A crossing that lands on a neighbour or on background disagrees with the
+    start mask: on the real volume the 3D IoUs under 0.25 were those that agreed under 0.25."""
     best: tuple[float, Piece] | None = None
     k0, _ = crossing_prompt(start, z, b, spacing)
     for k in (k0, k0 - 1, k0 + 1):
