@@ -136,6 +136,7 @@ class SamWidget(QWidget):
         self.everything.cancelled.connect(lambda: self._everything_ended("segment everything cancelled"))
         ui.store.clicked.connect(self._choose_store)
         self.embedder.ready.connect(self._on_plane_ready)
+        self.embedder.idle.connect(self._show_plane_state)  # the last plane's line was drawn while busy
         self.embedder.failed.connect(self._on_failure)
         self.predictions.shown.connect(self._show_scores)
         self.predictions.status.connect(self.set_status)

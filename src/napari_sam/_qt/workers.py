@@ -121,6 +121,7 @@ class Embedder(QObject):
 
     ready = Signal(object)  # PlaneReady
     failed = Signal(str)
+    idle = Signal()  # the worker stopped with nothing left to embed
 
     def __init__(self, parent: QObject | None = None) -> None:
         super().__init__(parent)
@@ -203,6 +204,7 @@ class Embedder(QObject):
             self._start()  # requests that arrived as the worker was finishing
         else:
             self._bar.finish()
+            self.idle.emit()
 
 
 class Decoder(QObject):
