@@ -60,25 +60,21 @@ class MovedAxis:
         raise TypeError(f"MovedAxis supports [k] and [slice, slice, slice], not {key!r}")
 
 
-def crossing_prompt(mask: np.ndarray, index: int, b: int, spacing: Sequence[float]) -> tuple[int, np.ndarray]:
+def crossing_prompt(mask: np.ndarray, index: int, b: int, spacing: Sequence[float],
+                    at: int | None = None) -> tuple[int, np.ndarray]:
     """Where the object of ``mask`` (on plane ``index`` of the stack) starts along axis ``b``:
-    the plane of axis b through the mask's centre, and a box there around the mask's trace.
-    Across the trace the box is as wide, in physical units, as the trace is long (objects
-    taken as roughly round in the sharp planes). The box is in that plane's pixels:
-    (stack index, other plane axis)."""
+    the plane of axis b through the mask's centre (or row / column ``at``), and a box there
+    around the mask's trace. Across the trace the box is as wide, in physical units, as the
+    trace is long (objects taken as roughly round in the sharp planes). The box is in that
+    plane's pixels: (stack index, other plane axis)."""
     rows, cols = np.nonzero(mask)
     if not len(rows):
         raise ValueError("the start mask is empty")
-    if b == 1:
-        k = int(round(rows.mean()))
-        line = np.flatnonzero(mask[k])
-        line = line if len(line) else np.flatnonzero(mask.any(0))
-        extent = mask.shape[1]
-    else:
-        k = int(round(cols.mean()))
-        line = np.flatnonzero(mask[:, k])
-        line = line if len(line) else np.flatnonzero(mask.any(1))
-        extent = mask.shape[0]
+    across = mask if b == 1 else mask.T  # rows: the positions along axis b
+    k = int(round((rows if b == 1 else cols).mean())) if at is None else int(at)
+    line = np.flatnonzero(across[k])
+    line = line if len(line) else np.flatnonzero(across.any(0))
+    extent = across.shape[1]
     half = (line[-1] - line[0] + 1) * float(spacing[3 - b]) / float(spacing[0]) / 2
     box = np.array([index - half, line[0], index + half, line[-1]], np.float32)
     return k, np.clip(box, 0, [np.inf, extent - 1, np.inf, extent - 1]).astype(np.float32)
