@@ -8,9 +8,10 @@ import pytest
 import torch
 
 from napari_sam.automatic import (
-    AutoParams, Cancelled, crop_boxes, link_slices, point_grid, propose_steps, run_with_progress, select,
+    AutoParams, crop_boxes, link_slices, point_grid, propose_steps, run_with_progress, select,
     segment_everything, stability_scores,
 )
+from napari_sam.errors import Cancelled
 from napari_sam.metrics import f1
 
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from skimage.measure import regionprops
 
-from napari_sam.automatic import Cancelled
+from napari_sam.errors import Cancelled
 from napari_sam.metrics import iou
 from napari_sam.propagation import PropagationParams, propagate, propagate_piece
 

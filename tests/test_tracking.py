@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from napari_sam.automatic import Cancelled
+from napari_sam.errors import Cancelled
 from napari_sam.metrics import iou
 from napari_sam.propagation import propagate
 from napari_sam.tracking import ArrayFrames, TrackParams, motion, track

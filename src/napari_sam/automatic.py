@@ -22,6 +22,7 @@ from typing import Literal
 import numpy as np
 import torch
 
+from .errors import Cancelled
 from .imaging import as_plane, to_intensity
 from .predictor import Embedding, Predictor
 from .proposals import box_proposals
@@ -136,10 +137,6 @@ def run_with_progress(steps: Generator[tuple[int, int], None, Proposals],
             return stop.value
         if progress is not None:
             progress(done, total)
-
-
-class Cancelled(RuntimeError):
-    """Raised inside a step generator when its ``cancel`` callable returns True."""
 
 
 def propose_steps(
@@ -456,6 +453,6 @@ def _mask_iou(a: np.ndarray, ba: tuple, b: np.ndarray, bb: tuple) -> float:
 
 
 __all__ = [
-    "AutoParams", "Cancelled", "Proposals", "check_method", "link_slices", "propose_steps", "segment_everything",
+    "AutoParams", "Proposals", "check_method", "link_slices", "propose_steps", "segment_everything",
     "segment_planes_steps", "select",
 ]

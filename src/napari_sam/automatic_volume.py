@@ -24,7 +24,8 @@ import numpy as np
 from scipy import ndimage as ndi
 from skimage.feature import peak_local_max
 
-from .automatic import AutoParams, Cancelled, run_with_progress
+from .automatic import AutoParams, run_with_progress
+from .errors import Cancelled
 from .imaging import finite
 from .predictor import Predictor
 from .propagation import Piece, PropagationParams, propagate_piece

@@ -1,8 +1,10 @@
-"""Friendly errors for what users commonly hit: no Qt binding, no CUDA, not enough memory.
+"""The errors shared across modules, and friendly ones for what users commonly hit: no Qt
+binding, no CUDA, not enough memory.
 
 Each error says what happened and what to do next. Nothing here imports torch or Qt at
 module level, so the CLI and napari's plugin discovery stay fast.
 
+- :class:`Cancelled` ends long work whose ``cancel`` callable turned true.
 - :func:`require_qt` turns qtpy's "no Qt bindings" into :class:`QtBindingError`, an
   ImportError naming the pip extra to install.
 - :class:`DeviceUnavailableError` is what :func:`napari_sam.device.select_device`
@@ -19,6 +21,7 @@ from contextlib import contextmanager
 
 __all__ = [
     "QT_INSTALL_HINT",
+    "Cancelled",
     "DeviceUnavailableError",
     "NotEnoughMemoryError",
     "QtBindingError",
@@ -37,6 +40,11 @@ QT_APT_PACKAGES = (
 
 class QtBindingError(ImportError):
     """napari's Qt side cannot be used: no Qt binding is installed, or it cannot load."""
+
+
+class Cancelled(RuntimeError):
+    """Long work (automatic segmentation, propagation, tracking) stopped because its
+    ``cancel`` callable returned True."""
 
 
 class DeviceUnavailableError(RuntimeError):

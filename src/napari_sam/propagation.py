@@ -41,6 +41,7 @@ import torch
 from scipy import ndimage as ndi
 
 from .crossing import MovedAxis, coarse_plane_axis, crossing_prompt, unmove
+from .errors import Cancelled
 from .imaging import finite
 from .metrics import iou
 from .predictor import Embedding, Predictor
@@ -204,8 +205,6 @@ def propagate_piece(
         prev, k = local, z
         while 0 <= k + step < n:
             if cancel is not None and cancel():
-                from .automatic import Cancelled
-
                 raise Cancelled("propagation was cancelled")
             k += step
             if k in corrections:

@@ -28,6 +28,7 @@ from typing import Protocol
 import numpy as np
 from scipy import ndimage as ndi
 
+from .errors import Cancelled
 from .imaging import finite
 from .metrics import iou
 from .predictor import Candidates
@@ -187,7 +188,7 @@ def track(
     frame's answer and followed on from (an empty one ends the object there).
     ``use_points`` adds the moved interior point of the previous mask to each box
     (point-capable models). ``cancel()`` returning True raises
-    :class:`~napari_sam.automatic.Cancelled`.
+    :class:`~napari_sam.errors.Cancelled`.
     """
     n = len(frames)
     mask = np.asarray(mask, dtype=bool)
@@ -206,8 +207,6 @@ def track(
         reason = "end of the stack"
         while 0 <= k + step < n:
             if cancel is not None and cancel():
-                from .automatic import Cancelled
-
                 raise Cancelled("tracking was cancelled")
             nxt = k + step
             if nxt in corrections:

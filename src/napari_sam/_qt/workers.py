@@ -17,6 +17,7 @@ from napari.utils import progress
 from qtpy.QtCore import QObject, QTimer, Signal
 
 from ..engine import Engine, EmbeddingCache, Index, PlaneReady, PlaneSource
+from ..errors import Cancelled
 from .lifecycle import guarded
 
 
@@ -249,7 +250,7 @@ class BackgroundJob(QObject):
     """One cancellable computation at a time on a worker thread, with a progress bar.
 
     ``start(fn, context)`` runs ``fn(progress, cancel)``; ``done`` then carries its result
-    and ``context``. ``fn`` raises :class:`~napari_sam.automatic.Cancelled` when ``cancel()``
+    and ``context``. ``fn`` raises :class:`~napari_sam.errors.Cancelled` when ``cancel()``
     turns true, which ends as ``cancelled``; any other error as ``failed``.
     """
 
@@ -284,8 +285,6 @@ class BackgroundJob(QObject):
         self._stop.set()
 
     def _on_error(self, exc: BaseException) -> None:
-        from ..automatic import Cancelled
-
         if isinstance(exc, Cancelled):
             self.cancelled.emit()
         else:

@@ -1,6 +1,6 @@
 """The widget's long computations as background-job functions ``fn(progress, cancel)``:
 carrying a candidate through the stack, and segmenting everything on a plane or a stack.
-They raise :class:`~napari_sam.automatic.Cancelled` when ``cancel()`` turns true."""
+They raise :class:`~napari_sam.errors.Cancelled` when ``cancel()`` turns true."""
 
 from __future__ import annotations
 
