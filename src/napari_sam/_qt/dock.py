@@ -13,10 +13,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from napari.qt.threading import create_worker
 from qtpy.QtWidgets import QLabel, QVBoxLayout, QWidget
 
-from .lifecycle import Undocked, guarded
+from .lifecycle import Undocked, run_on_worker
 
 LOADING = "loading Segment Anything (PyTorch) ..."
 
@@ -62,10 +61,8 @@ class SamDock(QWidget):
         layout.addWidget(self.status)
         layout.addStretch(1)  # the form starts at the top, whatever height the dock has
         self._undocked = Undocked(self, self.close_widget)
-        worker = create_worker(import_widget, _start_thread=False, _ignore_errors=True)
-        worker.returned.connect(guarded(self, self._build))
-        worker.errored.connect(guarded(self, lambda exc: self.status.setText(f"cannot load the SAM widget: {exc}")))
-        worker.start()
+        run_on_worker(self, import_widget, on_result=self._build,
+                      on_error=lambda exc: self.status.setText(f"cannot load the SAM widget: {exc}"))
 
     def _build(self, widget_class: type) -> None:
         if self._closed:

@@ -1,7 +1,7 @@
 """Everything that runs off the GUI thread: model loading, embedding, decoding.
 
-Each runner wraps napari's ``create_worker`` and reports back through Qt signals, which
-Qt delivers on the GUI thread. Results of superseded work are dropped by the caller
+Each runner starts its work with :func:`~.lifecycle.run_on_worker` and reports back
+through Qt signals, which Qt delivers on the GUI thread. Results of superseded work are dropped by the caller
 (they carry what they were computed for), never applied late to newer state.
 """
 
@@ -12,13 +12,12 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from napari.qt.threading import create_worker
 from napari.utils import progress
 from qtpy.QtCore import QObject, QTimer, Signal
 
 from ..engine import Engine, EmbeddingCache, Index, PlaneReady, PlaneSource
 from ..errors import Cancelled
-from .lifecycle import guarded
+from .lifecycle import guarded, run_on_worker
 
 
 BAR_DELAY_MS = 300  # embeddings quicker than this (GPU) get no progress bar
@@ -31,18 +30,6 @@ def encoder_threads() -> int:
 
 
 DECODER_THREADS = 1  # the decoder's matrices are small: more threads only wait on each other
-
-
-def in_threads(n: int, fn: Callable[..., Any]) -> Callable[..., Any]:
-    """``fn`` run with ``n`` torch threads. Torch's CPU thread count (OpenMP) belongs to the
-    calling thread, so every worker thread sets its own: left alone, each would use all
-    cores and compete with the others and the GUI (2-15x slower under load)."""
-    def run(*args: Any, **kwargs: Any) -> Any:
-        import torch
-
-        torch.set_num_threads(n)
-        return fn(*args, **kwargs)
-    return run
 
 
 class ActivityBar(QObject):
@@ -169,12 +156,12 @@ class Embedder(QObject):
         engine = self.engine
         if engine is None or engine.pending() == 0:
             return
-        worker = create_worker(engine.run, _start_thread=False, _ignore_errors=True)
-        worker.yielded.connect(guarded(self, lambda item: self._on_yield(worker, item)))
-        worker.errored.connect(guarded(self, lambda exc: self._on_error(worker, exc)))
-        worker.finished.connect(guarded(self, lambda: self._on_finished(worker)))
+        # The callbacks name the worker they report for, bound once it is made: Qt queues
+        # its signals to the GUI thread, which is here until this method returns.
+        worker = run_on_worker(self, engine.run, on_yield=lambda item: self._on_yield(worker, item),
+                               on_error=lambda exc: self._on_error(worker, exc),
+                               on_finished=lambda: self._on_finished(worker))
         self._worker, self._done = worker, 0
-        worker.start()
         if self._bar.shown:
             self._show_bar(worker)
         else:  # quick work (a GPU) gets no bar; slow work gets one from the event loop
@@ -235,11 +222,8 @@ class Decoder(QObject):
         job, context = self._next
         self._next = None
         self._running = True
-        worker = create_worker(in_threads(DECODER_THREADS, job), _start_thread=False, _ignore_errors=True)
-        worker.returned.connect(guarded(self, lambda result: self.done.emit(result, context)))
-        worker.errored.connect(guarded(self, lambda exc: self.failed.emit(str(exc), context)))
-        worker.finished.connect(guarded(self, self._on_finished))
-        worker.start()
+        run_on_worker(self, job, threads=DECODER_THREADS, on_result=lambda result: self.done.emit(result, context),
+                      on_error=lambda exc: self.failed.emit(str(exc), context), on_finished=self._on_finished)
 
     def _on_finished(self) -> None:
         self._running = False
@@ -274,12 +258,9 @@ class BackgroundJob(QObject):
         self._stop.clear()
         self._running = True
         report = guarded(self, self._progress.emit)
-        worker = create_worker(in_threads(encoder_threads(), fn), report, self._stop.is_set,
-                               _start_thread=False, _ignore_errors=True)
-        worker.returned.connect(guarded(self, lambda out: self.done.emit(out, context)))
-        worker.errored.connect(guarded(self, self._on_error))
-        worker.finished.connect(guarded(self, self._on_finished))
-        worker.start()
+        run_on_worker(self, fn, report, self._stop.is_set, threads=encoder_threads(),
+                      on_result=lambda out: self.done.emit(out, context), on_error=self._on_error,
+                      on_finished=self._on_finished)
 
     def cancel(self) -> None:
         self._stop.set()
@@ -310,11 +291,9 @@ class ModelLoader(QObject):
 
     def load(self, name: str, device: str, token: object) -> None:
         """Start loading ``name`` on ``device``; ``token`` comes back with the result."""
-        worker = create_worker(self._build, name, device, _start_thread=False, _ignore_errors=True)
-        worker.returned.connect(guarded(self, lambda engine: self.loaded.emit(engine, token)))
-        worker.errored.connect(guarded(self, lambda exc: self.failed.emit(f"could not load {name}: {exc}", token)))
-        worker.finished.connect(guarded(self, self.bar.close))
-        worker.start()
+        run_on_worker(self, self._build, name, device, on_result=lambda engine: self.loaded.emit(engine, token),
+                      on_error=lambda exc: self.failed.emit(f"could not load {name}: {exc}", token),
+                      on_finished=self.bar.close)
 
     def _build(self, name: str, device: str) -> Engine:
         from ..loading import load_model
