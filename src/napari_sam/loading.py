@@ -8,9 +8,10 @@ from pathlib import Path
 
 import torch
 
-from .model import CheckpointError, Sam, guess_arch, load_state_dict, read_checkpoint
+from .architectures import ARCHITECTURES, recognise
+from .model import CheckpointError, Sam, load_state_dict, read_checkpoint
 from .model.fast import apply_precision, resolve_precision
-from .registry import ARCHITECTURES, ModelSpec, get_spec
+from .registry import ModelSpec, get_spec
 
 
 def spec_for(name_or_path: str | Path, model_type: str | None = None) -> tuple[ModelSpec, Path | None]:
@@ -25,8 +26,7 @@ def spec_for(name_or_path: str | Path, model_type: str | None = None) -> tuple[M
     if model_type is not None and model_type not in ARCHITECTURES:
         raise ValueError(f"model_type must be one of {ARCHITECTURES}, got {model_type!r}")
     arch = model_type or "unknown"
-    spec = ModelSpec(name=path.stem, arch=arch, title=f"local checkpoint {path.name}", filename=path.name,
-                     unused_prefixes=("image_encoder.head.", "image_encoder.norm_head."))
+    spec = ModelSpec(name=path.stem, arch=arch, title=f"local checkpoint {path.name}", filename=path.name)
     return spec, path
 
 
@@ -57,7 +57,7 @@ def load_model(
     state = read_checkpoint(path)
     arch = spec.arch
     if arch == "unknown":
-        arch = guess_arch(state)
+        arch = recognise(state)
         if arch is None:
             raise CheckpointError(f"cannot tell the architecture of {path}: pass model_type (one of {ARCHITECTURES})")
         spec = dataclasses.replace(spec, arch=arch)

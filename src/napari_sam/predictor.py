@@ -9,6 +9,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .architectures import architecture
 from .errors import friendly_oom
 from .imaging import DEFAULT_PERCENTILES, as_plane, model_input
 from .model import Sam
@@ -71,11 +72,10 @@ class Predictor:
     def __init__(self, model: Sam, percentiles: tuple[float, float] = DEFAULT_PERCENTILES) -> None:
         self.model = model.eval()
         self.percentiles = percentiles
-        spec = getattr(model, "spec", None)
-        self.normalisation = spec.normalisation if spec is not None else (
-            "minmax" if model.arch == "lite_medsam" else "sam")
-        self.model_name = spec.name if spec is not None else model.arch
-        self.box_only = bool(spec.box_only) if spec is not None else model.arch == "lite_medsam"
+        spec = getattr(model, "spec", None) or architecture(model.arch)  # a bare Sam: its architecture's
+        self.normalisation = spec.normalisation
+        self.model_name = spec.name
+        self.box_only = bool(spec.box_only)
         self._service: PromptService | None = None
         self._prepared: tuple[object, PreparedImage] | None = None
 

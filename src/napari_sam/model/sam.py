@@ -4,23 +4,23 @@ from __future__ import annotations
 
 from torch import nn
 
+from ..architectures import architecture
 from .mask_decoder import MaskDecoder
 from .prompt_encoder import PromptEncoder
-from .vit import VIT_CONFIGS, ViTDetEncoder
+from .vit import ViTDetEncoder
 
 EMBED_DIM = 256
 EMBED_GRID = 64
 
 
 def build_image_encoder(arch: str) -> nn.Module:
-    """The image encoder of an architecture (vit_b/l/h: ViTDet; vit_t, lite_medsam: TinyViT)."""
-    if arch in VIT_CONFIGS:
+    """The image encoder of an architecture, of the family the architecture table names."""
+    family = architecture(arch).encoder
+    if family == "vitdet":
         return ViTDetEncoder(arch)
-    if arch in ("vit_t", "lite_medsam"):
-        from .tiny_vit import TinyViTEncoder
+    from .tiny_vit import TinyViTEncoder
 
-        return TinyViTEncoder(arch)
-    raise ValueError(f"unknown architecture {arch!r}; expected vit_b, vit_l, vit_h, vit_t or lite_medsam")
+    return TinyViTEncoder(arch)
 
 
 class Sam(nn.Module):

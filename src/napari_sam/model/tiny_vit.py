@@ -26,7 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .common import GELU, add_, gelu_, make_neck
+from ..architectures import architecture
+from .common import GELU, add_, from_windows, gelu_, make_neck, to_windows
 
 __all__ = ["TinyViTConfig", "TINY_VIT_CONFIGS", "TinyViTEncoder", "relative_bias_index"]
 
@@ -39,7 +40,6 @@ class TinyViTConfig:
     ``merge_strides[i]`` is the stride of the patch merging that ends stage ``i``.
     """
 
-    img_size: int
     stem_kernel: int
     stem_stride: int
     dims: tuple[int, ...] = (64, 128, 160, 320)
@@ -53,8 +53,8 @@ class TinyViTConfig:
 
 
 TINY_VIT_CONFIGS: dict[str, TinyViTConfig] = {
-    "vit_t": TinyViTConfig(img_size=1024, stem_kernel=3, stem_stride=2),
-    "lite_medsam": TinyViTConfig(img_size=256, stem_kernel=1, stem_stride=1),
+    "vit_t": TinyViTConfig(stem_kernel=3, stem_stride=2),
+    "lite_medsam": TinyViTConfig(stem_kernel=1, stem_stride=1),
 }
 
 
@@ -187,17 +187,12 @@ class TinyViTBlock(nn.Module):
         self.local_conv = ConvBN(dim, dim, kernel=3, groups=dim)
 
     def _attend(self, x: torch.Tensor) -> torch.Tensor:
-        b, h, w, c = x.shape
-        ws = self.window
-        pad_h, pad_w = -h % ws, -w % ws
+        ws, c = self.window, x.shape[-1]
         # Zero padding happens before the attention's LayerNorm, so padded tokens
         # act as (normalised) keys; that is how the released weights were trained.
-        x = F.pad(x, (0, 0, 0, pad_w, 0, pad_h))
-        nh, nw = (h + pad_h) // ws, (w + pad_w) // ws
-        windows = x.view(b, nh, ws, nw, ws, c).transpose(2, 3).reshape(-1, ws * ws, c)
-        out = self.attn(windows)
-        out = out.view(b, nh, nw, ws, ws, c).transpose(2, 3).reshape(b, nh * ws, nw * ws, c)
-        return out[:, :h, :w]
+        windows, padded = to_windows(x, ws)
+        out = self.attn(windows.reshape(-1, ws * ws, c))
+        return from_windows(out.view(-1, ws, ws, c), padded, x.shape[1:3])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = add_(self._attend(x), x)
@@ -261,7 +256,7 @@ class TinyViTEncoder(nn.Module):
             ) from None
         self.variant = variant
         self.config = cfg
-        self.img_size = cfg.img_size
+        self.img_size = architecture(variant).img_size
 
         dims = cfg.dims
         self.patch_embed = PatchEmbed(3, dims[0], cfg.stem_kernel, cfg.stem_stride)

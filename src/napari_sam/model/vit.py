@@ -9,7 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .common import FeedForward, add_, make_neck
+from ..architectures import architecture
+from .common import FeedForward, add_, from_windows, make_neck, to_windows
 
 
 @dataclass(frozen=True)
@@ -18,7 +19,6 @@ class ViTConfig:
     depth: int
     num_heads: int
     global_blocks: tuple[int, ...]
-    img_size: int = 1024
     patch_size: int = 16
     window_size: int = 14
     mlp_ratio: float = 4.0
@@ -121,27 +121,6 @@ def attend_with_decomposed_bias(
     return out
 
 
-def to_windows(x: torch.Tensor, size: int) -> tuple[torch.Tensor, tuple[int, int]]:
-    """Split (B, H, W, C) into (B*nW, size, size, C) windows, zero-padding H and W."""
-    b, h, w, c = x.shape
-    pad_h, pad_w = (-h) % size, (-w) % size
-    if pad_h or pad_w:
-        x = F.pad(x, (0, 0, 0, pad_w, 0, pad_h))
-    hp, wp = h + pad_h, w + pad_w
-    x = x.reshape(b, hp // size, size, wp // size, size, c).transpose(2, 3)
-    return x.reshape(-1, size, size, c), (hp, wp)
-
-
-def from_windows(windows: torch.Tensor, padded: tuple[int, int], hw: tuple[int, int]) -> torch.Tensor:
-    """Inverse of :func:`to_windows`: reassemble and crop the padding."""
-    hp, wp = padded
-    size, c = windows.shape[1], windows.shape[-1]
-    b = windows.shape[0] // ((hp // size) * (wp // size))
-    x = windows.reshape(b, hp // size, wp // size, size, size, c).transpose(2, 3)
-    x = x.reshape(b, hp, wp, c)
-    return x[:, : hw[0], : hw[1]]
-
-
 class ViTBlock(nn.Module):
     """Pre-norm transformer block; ``window`` > 0 restricts attention to local windows."""
 
@@ -183,8 +162,8 @@ class ViTDetEncoder(nn.Module):
     def __init__(self, arch: str) -> None:
         super().__init__()
         cfg = VIT_CONFIGS[arch]
-        self.img_size = cfg.img_size
-        grid = cfg.img_size // cfg.patch_size
+        self.img_size = architecture(arch).img_size
+        grid = self.img_size // cfg.patch_size
         self.patch_embed = PatchEmbed(cfg.patch_size, cfg.embed_dim)
         self.pos_embed = nn.Parameter(torch.zeros(1, grid, grid, cfg.embed_dim))
         self.blocks = nn.ModuleList(
