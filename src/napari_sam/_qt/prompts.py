@@ -2,7 +2,7 @@
 
 They live in labels space (see :mod:`.planes`), so their data coordinates are the image's.
 Shift+click adds a point of the opposite polarity; :attr:`PromptLayers.negative` flips
-the default. The owner is told about every finished edit through ``on_change``.
+the default. Every finished edit is announced by one of :class:`PromptLayers`' signals.
 
 The layers carry ``metadata["napari_sam"]`` ("points" / "boxes"), so a widget opened
 again adopts the layers of the one before instead of adding a second set.
@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 from napari.layers import Points, Shapes
+from qtpy.QtCore import QObject, Signal
 
 from ..engine import Index
 from ..prompting import click_box
@@ -37,12 +38,17 @@ def own_layer(viewer: Any, role: str, ndim: int, scale: np.ndarray, translate: n
     return None
 
 
-class PromptLayers:
+class PromptLayers(QObject):
     """Creates, watches and reads the widget's Points and Shapes layers."""
 
-    def __init__(self, viewer: Any, on_change: Callable[[str], None], keys: dict[str, Callable[[], None]]) -> None:
+    points_changed = Signal()  # a point was added, moved or deleted
+    boxes_changed = Signal()  # a box was added, moved or deleted
+    cleared = Signal()  # :meth:`clear` took the prompts of a plane away
+    layers_removed = Signal()  # the user deleted the points or the boxes layer
+
+    def __init__(self, viewer: Any, keys: dict[str, Callable[[], None]], parent: QObject | None = None) -> None:
+        super().__init__(parent)
         self.viewer = viewer
-        self.on_change = on_change  # "points", "boxes", "cleared" or "removed" (layers deleted)
         self.keys = keys
         self.negative = False
         self.points: Points | None = None
@@ -151,7 +157,7 @@ class PromptLayers:
             self._unwatch(layer)
             self.points = None if layer is self.points else self.points
             self.boxes = None if layer is self.boxes else self.boxes
-            self.on_change("removed")
+            self.layers_removed.emit()
 
     # ---------------------------------------------------------------- events
 
@@ -164,7 +170,7 @@ class PromptLayers:
             return
         if kind == "points" and action == "added":
             self._mark_new_points(event)
-        self.on_change(kind)
+        (self.points_changed if kind == "points" else self.boxes_changed).emit()
 
     def _mark_new_points(self, event: Any) -> None:
         layer = self.points
@@ -244,7 +250,7 @@ class PromptLayers:
         return added, int((~positive).sum()), missed
 
     def clear(self, view: PlaneView, index: Index) -> None:
-        """Delete the prompts on plane ``index``; report one change."""
+        """Delete the prompts on plane ``index``; emit :attr:`cleared` once."""
         self._muted += 1
         try:
             if self.points is not None and len(self.points.data):
@@ -259,4 +265,4 @@ class PromptLayers:
                     self.boxes.remove_selected()
         finally:
             self._muted -= 1
-        self.on_change("cleared")
+        self.cleared.emit()

@@ -83,7 +83,7 @@ class SamWidget(QWidget):
         keys = {"1": lambda: self.choose(0), "2": lambda: self.choose(1), "3": lambda: self.choose(2),
                 "N": self.next_candidate, "C": self.commit, "X": self.clear, "T": self.toggle_negative,
                 "P": lambda: self.stack.propagate(), "Control-Z": self.undo}
-        self.prompts = PromptLayers(viewer, self._on_prompts, keys)
+        self.prompts = PromptLayers(viewer, keys)
         self.cands = CandidateView(viewer)
         self.predictions = Predictions(self.prompts, self.cands, self)
         self.ui = Controls(LayerCombo(viewer, lambda layer: isinstance(layer, Image), "(choose an image)"),
@@ -135,6 +135,10 @@ class SamWidget(QWidget):
         self.everything.failed.connect(lambda message: self._everything_ended(f"segment everything failed: {message}"))
         self.everything.cancelled.connect(lambda: self._everything_ended("segment everything cancelled"))
         ui.store.clicked.connect(self._choose_store)
+        self.prompts.points_changed.connect(self._on_points_changed)
+        self.prompts.boxes_changed.connect(self._predict)
+        self.prompts.cleared.connect(self._predict)
+        self.prompts.layers_removed.connect(self._on_prompt_layers_removed)
         self.embedder.ready.connect(self._on_plane_ready)
         self.embedder.idle.connect(self._show_plane_state)  # the last plane's line was drawn while busy
         self.embedder.failed.connect(self._on_failure)
@@ -453,14 +457,15 @@ class SamWidget(QWidget):
 
     # ------------------------------------------------------------------ prompts -> candidates
 
-    def _on_prompts(self, kind: str) -> None:
-        if kind == "removed":
-            self._clear_candidates()
-            self._set_hint("prompt layers deleted: press Clear or pick box/point to bring them back")
-        elif kind == "points" and self.box_only:
+    def _on_points_changed(self) -> None:
+        if self.box_only:
             QTimer.singleShot(0, self._points_to_boxes)  # not inside the layer's own event
         else:
             self._predict()
+
+    def _on_prompt_layers_removed(self) -> None:
+        self._clear_candidates()
+        self._set_hint("prompt layers deleted: press Clear or pick box/point to bring them back")
 
     def _points_to_boxes(self) -> None:
         """Box-only model: each positive click becomes a box around the object under it."""
