@@ -69,6 +69,8 @@ class SamWidget(QWidget):
         self._listening: list[tuple[Any, Any]] = []  # (viewer emitter, callback): undone on close
         self._outputs: dict[str, Labels] = {}  # image_key -> the labels layer chosen for it
         self._loaded: tuple[str, str, Engine] | None = None  # (model, device, engine) that loaded last
+        self._store_paths: dict[Any, str] = {}  # source signature -> the embedding store opened for it
+        self._store_error_shown: str | None = None  # the engine's store error the user was told about
         self.viewer = viewer = napari_viewer
         self.cache = cache if cache is not None else EmbeddingCache()
         self.engine: Engine | None = None
@@ -273,6 +275,8 @@ class SamWidget(QWidget):
             self._on_failure(f"cannot use {path}: {exc}")
             return False
         self.engine.attach_store(source, store)
+        self._store_paths[source.signature] = path
+        self._store_error_shown = None  # attach_store cleared the engine's store error
         self.set_status(f"embeddings from {path}")
         self._request_embedding()
         return True
@@ -400,6 +404,18 @@ class SamWidget(QWidget):
     def _on_plane_ready(self, item: PlaneReady) -> None:
         self._show_object_size()
         self._show_plane_state()
+        self._show_store_error(item)
+
+    def _show_store_error(self, item: PlaneReady) -> None:
+        """Say once that the engine stopped writing an embedding store (a full disk, say).
+        The engine sets the error while embedding ``item``'s plane, whose store it was."""
+        error = None if self.engine is None else self.engine.store_error
+        if error is None or error == self._store_error_shown:
+            return
+        self._store_error_shown = error
+        path = self._store_paths.get(item.source.signature, "the embedding store")
+        self._on_failure(f"embeddings are no longer saved to {path} ({error}); "
+                         "they are still computed and kept in memory")
 
     def _show_object_size(self) -> None:
         """The object size in use for the plane on screen, in its control (0: not measured yet)."""
