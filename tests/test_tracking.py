@@ -178,7 +178,7 @@ def test_a_long_movie_of_large_frames_is_read_frame_by_frame_in_bounded_memory(l
 
 
 def test_connected_part_keeps_the_part_on_the_reference_or_says_none_is():
-    from napari_sam.tracking import connected_part
+    from napari_sam.masks import connected_part
 
     mask = np.zeros((10, 10), bool)
     mask[0:2, 0:2] = mask[5:9, 5:9] = True

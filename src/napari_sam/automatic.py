@@ -24,6 +24,8 @@ import torch
 
 from .errors import Cancelled
 from .imaging import as_plane, to_intensity
+from .masks import bbox
+from .windows import grid_origins
 from .predictor import Embedding, Predictor
 from .proposals import box_proposals
 
@@ -266,20 +268,6 @@ def zoom_tile_size(diameter: float, img_size: int, shape: tuple[int, int]) -> in
     return max(32, min(side, max(shape)))
 
 
-def tile_origins(length: int, side: int, overlap: int | None = None) -> list[int]:
-    """Origins of tiles of ``side`` covering ``length``, consecutive tiles sharing ``overlap``
-    pixels (default half a tile): any interval of up to ``overlap`` lies wholly inside the
-    tile whose centre is nearest its centre."""
-    if side >= length:
-        return [0]
-    overlap = side // 2 if overlap is None else min(overlap, side - 1)
-    stride = max(side - overlap, 1)
-    starts = list(range(0, length - side + 1, stride))
-    if starts[-1] != length - side:
-        starts.append(length - side)
-    return starts
-
-
 TILE_OVERLAP = 1.5
 
 
@@ -292,7 +280,9 @@ def _box_work(predictor: Predictor, rgb8: np.ndarray, params: AutoParams) -> _Wo
     # Tiles overlap by TILE_OVERLAP diameters: big enough that every typical box lies
     # wholly in its tile, small enough to embed few tiles (the encoder is the cost).
     overlap = int(math.ceil(TILE_OVERLAP * diameter))
-    rows, cols = tile_origins(h, side_h, overlap), tile_origins(w, side_w, overlap)
+    # Any box of up to ``overlap`` pixels lies wholly inside the tile whose centre is nearest its own.
+    rows = grid_origins(h, side_h, max(side_h - overlap, 1))
+    cols = grid_origins(w, side_w, max(side_w - overlap, 1))
     # Each box goes to the tile whose centre is nearest the box centre.
     centres = np.column_stack([(boxes[:, 0] + boxes[:, 2]) / 2, (boxes[:, 1] + boxes[:, 3]) / 2])
     tile_r = np.array(rows) + side_h / 2
@@ -433,10 +423,10 @@ def select(proposals: Proposals, predictor: Predictor, params: AutoParams = Auto
 
 def _place(local: np.ndarray, origin: tuple[int, int]) -> tuple[np.ndarray, tuple[int, int, int, int]]:
     """Crop a tile-frame mask to its bounding box, returning it with the box in plane pixels."""
-    rows, cols = np.flatnonzero(local.any(1)), np.flatnonzero(local.any(0))
-    if not len(rows):
+    found = bbox(local)
+    if found is None:
         return np.zeros((0, 0), bool), (origin[0], origin[1], origin[0], origin[1])
-    r0, r1, c0, c1 = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
+    r0, c0, r1, c1 = found[0], found[1], found[2] + 1, found[3] + 1
     box = (origin[0] + r0, origin[1] + c0, origin[0] + r1, origin[1] + c1)
     return local[r0:r1, c0:c1], box
 

@@ -27,6 +27,7 @@ from skimage.feature import peak_local_max
 from .automatic import AutoParams, run_with_progress
 from .errors import Cancelled
 from .imaging import finite
+from .masks import bbox
 from .predictor import Predictor
 from .propagation import Piece, PropagationParams, propagate_piece
 
@@ -133,10 +134,10 @@ def _seed_box(plane: np.ndarray, at: tuple[int, int], background: float, max_siz
         return None
     parts, _ = ndi.label(plane > level)
     blob = parts == parts[at]
-    rows, cols = np.flatnonzero(blob.any(1)), np.flatnonzero(blob.any(0))
-    if rows[-1] - rows[0] + 1 > max_size or cols[-1] - cols[0] + 1 > max_size:
+    r0, c0, r1, c1 = bbox(blob)
+    if r1 - r0 + 1 > max_size or c1 - c0 + 1 > max_size:
         return None
-    return np.array([rows[0], cols[0], rows[-1], cols[-1]], dtype=np.float32)
+    return np.array([r0, c0, r1, c1], dtype=np.float32)
 
 
 __all__ = ["Seed", "assemble_steps", "carry_seed", "checked_volume", "plan_seeds", "seeds", "segment_volume",

@@ -17,6 +17,8 @@ from skimage.filters import threshold_otsu
 from skimage.morphology import h_maxima
 from skimage.segmentation import watershed
 
+from .masks import bbox
+
 Box = tuple[float, float, float, float]
 
 SPLIT_SIGMA = 1.0
@@ -149,8 +151,8 @@ def _split_clump(region: np.ndarray, at: tuple[int, int], smooth: np.ndarray, br
 
 
 def _span(region: np.ndarray) -> int:
-    rows, cols = np.flatnonzero(region.any(1)), np.flatnonzero(region.any(0))
-    return int(max(rows[-1] - rows[0], cols[-1] - cols[0]) + 1)
+    r0, c0, r1, c1 = bbox(region)
+    return max(r1 - r0, c1 - c0) + 1
 
 
 def _split_by_size(region: np.ndarray, at: tuple[int, int], smooth: np.ndarray, bright: bool,

@@ -32,9 +32,11 @@ around the object is read, so lazy stacks stay lazy.
 
 from __future__ import annotations
 
+import functools
+import inspect
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, ParamSpec
 
 import numpy as np
 import torch
@@ -43,14 +45,14 @@ from scipy import ndimage as ndi
 from .crossing import MovedAxis, coarse_plane_axis, crossing_prompt, unmove
 from .errors import Cancelled
 from .imaging import finite
+from .masks import bbox, box_around, centre, connected_part, interior_point, object_contrast
 from .metrics import iou
 from .predictor import Embedding, Predictor
 from .prompting import mask_threshold
-from .tracking import (
-    ArrayFrames, Frame, Track, TrackParams, centre, connected_part, interior_point, object_contrast, track,
-)
+from .tracking import ArrayFrames, Frame, Track, TrackParams, track
 
 CARRIES = ("intensity", "model", "motion")
+P = ParamSpec("P")
 CROSS_AGREE = 0.5  # how well an object followed along another axis must match the start mask
 
 
@@ -100,28 +102,6 @@ class Piece:
         full = np.zeros(shape, dtype=bool)
         full[self.where] = self.mask
         return full
-
-
-def propagate(
-    predictor: Predictor,
-    volume: object,
-    z: int,
-    points: object = None,
-    labels: object = None,
-    box: object = None,
-    mask: np.ndarray | None = None,
-    params: PropagationParams = PropagationParams(),
-    corrections: Mapping[int, np.ndarray] | None = None,
-    embed: Callable[[int], Embedding] | None = None,
-    progress: Callable[[int, int], None] | None = None,
-    cancel: Callable[[], bool] | None = None,
-    spacing: Sequence[float] | None = None,
-) -> np.ndarray:
-    """Segment the object prompted on slice ``z`` of a (Z, H, W) stack through the stack;
-    returns a (Z, H, W) bool array. See :func:`propagate_piece` for the arguments."""
-    piece = propagate_piece(predictor, volume, z, points, labels, box, mask, params, corrections, embed,
-                            progress, cancel, spacing)
-    return piece.paste(tuple(getattr(volume, "shape", np.shape(volume))))  # type: ignore[arg-type]
 
 
 def propagate_piece(
@@ -217,7 +197,7 @@ def propagate_piece(
                 current = column.grow(k, prev, look)
             else:
                 current = column.keep_bright(k, prev, look, column.crop(_mask_from_prompts(
-                    predictor, embed(k), threshold, box=_box_around(column.paste(prev), params.box_margin),
+                    predictor, embed(k), threshold, box=box_around(column.paste(prev), pixels=params.box_margin),
                     points=None if predictor.box_only else interior_point(column.paste(prev))[None])))
             if not current.any():
                 break
@@ -243,6 +223,27 @@ class _Look:
     def point(self, fraction: float) -> float:
         """The intensity ``fraction`` of the way from background to brightness (sign-corrected)."""
         return self.sign * self.background + fraction * abs(self.brightness - self.background)
+
+
+def _whole_stack(column: Callable[P, Piece]) -> Callable[P, np.ndarray]:
+    """``column`` (a function of ``volume`` returning a :class:`Piece`) answering with the
+    whole (Z, H, W) bool array instead: same parameters, for editors and type checkers too."""
+    signature = inspect.signature(column)
+    volume_at = list(signature.parameters).index("volume")
+
+    @functools.wraps(column)
+    def whole(*args: P.args, **kwargs: P.kwargs) -> np.ndarray:
+        volume = kwargs["volume"] if "volume" in kwargs else args[volume_at]
+        return column(*args, **kwargs).paste(tuple(getattr(volume, "shape", np.shape(volume))))
+
+    whole.__signature__ = signature.replace(return_annotation="np.ndarray")  # type: ignore[attr-defined]
+    return whole
+
+
+propagate = _whole_stack(propagate_piece)
+propagate.__name__ = propagate.__qualname__ = "propagate"
+propagate.__doc__ = """Segment the object prompted on slice ``z`` of a (Z, H, W) stack through the stack;
+returns a (Z, H, W) bool array. The arguments are those of :func:`propagate_piece`."""
 
 
 class _Column:
@@ -322,10 +323,9 @@ def _extent_of(plane_shape: tuple[int, int], mask: np.ndarray | None, points: ob
     rows: list[float] = []
     cols: list[float] = []
     for m in (mask, fix):
-        if m is not None and m.any():
-            r, c = np.flatnonzero(m.any(1)), np.flatnonzero(m.any(0))
-            rows += [r[0], r[-1]]
-            cols += [c[0], c[-1]]
+        if m is not None and (found := bbox(m)) is not None:
+            rows += [found[0], found[2]]
+            cols += [found[1], found[3]]
     if box is not None and np.size(box) == 4:
         b = np.asarray(box, dtype=np.float32).reshape(-1)
         rows += [b[0], b[2]]
@@ -404,9 +404,8 @@ def _overlay(piece: Piece, planes: Mapping[int, np.ndarray], below: int | None, 
     dz, dh, dw = piece.mask.shape
     boxes = [(piece.z0, piece.z0 + dz, piece.r0, piece.r0 + dh, piece.c0, piece.c0 + dw)]
     for k, m in planes.items():
-        if m.any():
-            rows, cols = np.flatnonzero(m.any(1)), np.flatnonzero(m.any(0))
-            boxes.append((k, k + 1, rows[0], rows[-1] + 1, cols[0], cols[-1] + 1))
+        if (found := bbox(m)) is not None:
+            boxes.append((k, k + 1, found[0], found[2] + 1, found[1], found[3] + 1))
     z0, r0, c0 = (min(b[i] for b in boxes) for i in (0, 2, 4))
     z1, r1, c1 = (max(b[i] for b in boxes) for i in (1, 3, 5))
     out = np.zeros((z1 - z0, r1 - r0, c1 - c0), dtype=bool)
@@ -540,13 +539,6 @@ def _mask_from_prompts(predictor: Predictor, embedding: Embedding, threshold: fl
     cand = predictor.predict(embedding, points=points, labels=labels, box=box, multimask=not single)
     logits = torch.as_tensor(cand.logits[cand.best][None, None])
     return (predictor.upscale(logits, embedding)[0] > threshold).cpu().numpy()
-
-
-def _box_around(mask: np.ndarray, margin: float) -> np.ndarray:
-    rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
-    h, w = mask.shape
-    box = np.array([rows[0] - margin, cols[0] - margin, rows[-1] + margin, cols[-1] + margin], np.float32)
-    return np.clip(box, 0, [h - 1, w - 1, h - 1, w - 1])
 
 
 __all__ = ["CARRIES", "Piece", "PropagationParams", "propagate", "propagate_labels", "propagate_piece", "score_piece"]

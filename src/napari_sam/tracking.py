@@ -30,6 +30,7 @@ from scipy import ndimage as ndi
 
 from .errors import Cancelled
 from .imaging import finite
+from .masks import bbox, box_around, centre, connected_part, grey, interior_point, object_contrast, shifted
 from .metrics import iou
 from .predictor import Candidates
 from .prompting import PromptService, plane_digest
@@ -85,7 +86,7 @@ class Frame:
     def of(cls, k: int, mask: np.ndarray, score: float, overlap: float, contrast: float,
            shift: tuple[float, float], unsure: bool) -> Frame:
         """Frame ``k`` of a plane ``mask``, kept as the crop of its bounding box."""
-        r0, c0, r1, c1 = _bbox(mask)
+        r0, c0, r1, c1 = bbox(mask)
         return cls(k, r0, c0, mask[r0:r1 + 1, c0:c1 + 1].copy(), score, overlap, contrast,
                    (float(shift[0]), float(shift[1])), unsure)
 
@@ -218,8 +219,8 @@ def track(
                 frame = Frame.of(nxt, current, 1.0, 1.0, 1.0, shift, False)
             else:
                 shift = motion(frames.read(k), frames.read(nxt), prev, velocity, params)
-                moved = _shifted(prev, shift)
-                box = _box_around(moved, params.box_margin)
+                moved = shifted(prev, shift)
+                box = box_around(moved, pixels=1.0, share=params.box_margin)
                 points = interior_point(moved)[None] if use_points else None
                 cand = frames.segment(nxt, box, points)
                 current = connected_part(cand.masks[cand.best], moved)
@@ -261,9 +262,9 @@ def motion(before: np.ndarray, after: np.ndarray, mask: np.ndarray, velocity: np
     that holds background would be pulled toward no motion by the static background. A
     mild prior prefers shifts near the prediction, so a similar neighbour does not win a tie.
     """
-    a, b = _grey(before), _grey(after)
+    a, b = grey(before), grey(after)
     grown = ndi.binary_dilation(mask, iterations=2)
-    t0, u0, r1, c1 = _bbox(grown)
+    t0, u0, r1, c1 = bbox(grown)
     t1, u1 = r1 + 1, c1 + 1
     size = max(t1 - t0, u1 - u0)
     reach = int(np.ceil(params.search * size)) + params.search_px
@@ -302,64 +303,4 @@ def _masked_ncc(search: np.ndarray, template: np.ndarray, weight: np.ndarray) ->
     return np.where(var > 1e-12 * max(1.0, float(var.max())), num / (norm * np.sqrt(var) + 1e-12), -1.0)
 
 
-def object_contrast(plane: np.ndarray, mask: np.ndarray) -> float:
-    """Mean inside the mask minus the median of a thin ring around it (negative: darker)."""
-    ring = ndi.binary_dilation(mask, iterations=4) & ~ndi.binary_dilation(mask, iterations=1)
-    grey = _grey(plane)
-    return float(grey[mask].mean() - np.median(grey[ring])) if ring.any() else 0.0
-
-
-def interior_point(mask: np.ndarray) -> np.ndarray:
-    """The mask pixel farthest from its edge, as (row, col)."""
-    dist = ndi.distance_transform_edt(mask)
-    return np.array(np.unravel_index(np.argmax(dist), mask.shape), np.float32)
-
-
-def _grey(plane: np.ndarray) -> np.ndarray:
-    x = np.asarray(plane, dtype=np.float32)
-    return x.mean(axis=-1) if x.ndim == 3 else x
-
-
-def _bbox(mask: np.ndarray) -> tuple[int, int, int, int]:
-    rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
-    return int(rows[0]), int(cols[0]), int(rows[-1]), int(cols[-1])
-
-
-def _box_around(mask: np.ndarray, margin: float) -> np.ndarray:
-    r0, c0, r1, c1 = _bbox(mask)
-    pad = max(1.0, margin * max(r1 - r0 + 1, c1 - c0 + 1))
-    h, w = mask.shape
-    return np.clip(np.array([r0 - pad, c0 - pad, r1 + pad, c1 + pad], dtype=np.float32), 0, [h - 1, w - 1, h - 1, w - 1])
-
-
-def centre(mask: np.ndarray) -> np.ndarray:
-    """The centre of mass of a mask, as (row, col)."""
-    return np.array(ndi.center_of_mass(mask))
-
-
-def _shifted(mask: np.ndarray, shift: tuple[float, float]) -> np.ndarray:
-    """``mask`` moved by a whole-pixel shift, cut at the plane's edge."""
-    dr, dc = int(round(shift[0])), int(round(shift[1]))
-    out = np.zeros_like(mask)
-    h, w = mask.shape
-    src = mask[max(0, -dr):h - max(0, dr), max(0, -dc):w - max(0, dc)]
-    out[max(0, dr):max(0, dr) + src.shape[0], max(0, dc):max(0, dc) + src.shape[1]] = src
-    if not out.any():  # moved off the plane: keep the edge pixels it would cover
-        return mask
-    return out
-
-
-def connected_part(mask: np.ndarray, ref: np.ndarray, largest_if_apart: bool = True) -> np.ndarray:
-    """The connected part of ``mask`` that overlaps ``ref`` most. When no part overlaps it:
-    the largest part (``largest_if_apart``), else nothing."""
-    parts, count = ndi.label(mask)
-    overlap = np.bincount(parts[np.asarray(ref, dtype=bool)], minlength=count + 1)
-    overlap[0] = 0
-    if overlap.max():
-        return parts == overlap.argmax()
-    if not largest_if_apart or not count:
-        return np.zeros_like(mask, dtype=bool)
-    return parts == 1 + np.argmax(np.bincount(parts.ravel())[1:])
-
-
-__all__ = ["ArrayFrames", "Frame", "Frames", "Track", "TrackParams", "centre", "connected_part", "interior_point", "motion", "object_contrast", "track"]
+__all__ = ["ArrayFrames", "Frame", "Frames", "Track", "TrackParams", "motion", "track"]

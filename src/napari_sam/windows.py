@@ -83,7 +83,7 @@ def level_windows(shape: tuple[int, int], tile: int, level: int) -> list[Window]
     side = tile * 2 ** level
     if side >= max(h, w):
         return [Window(0, 0, h, w)]
-    rows, cols = _origins(h, side), _origins(w, side)
+    rows, cols = grid_origins(h, side), grid_origins(w, side)
     return [Window(r, c, min(r + side, h), min(c + side, w)) for r in rows for c in cols]
 
 
@@ -99,8 +99,13 @@ def nearest_first(windows: list[Window], at: tuple[float, float]) -> list[Window
     return sorted(windows, key=lambda w: (w.centre[0] - at[0]) ** 2 + (w.centre[1] - at[1]) ** 2)
 
 
-def _origins(length: int, side: int) -> list[int]:
+def grid_origins(length: int, side: int, stride: int | None = None) -> list[int]:
+    """Starts of windows of ``side`` every ``stride`` pixels (default: half a side) along
+    ``length``, the last one moved back to end at the edge."""
     if side >= length:
         return [0]
-    stride = side // 2
-    return sorted({min(k * stride, length - side) for k in range(-(-(length - side) // stride) + 1)})
+    stride = max(side // 2 if stride is None else stride, 1)
+    starts = list(range(0, length - side + 1, stride))
+    if starts[-1] != length - side:
+        starts.append(length - side)
+    return starts
