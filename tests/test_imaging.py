@@ -1,5 +1,4 @@
-"""imaging: planes of nD arrays read lazily, intensity limits, napari coordinate mapping,
-and clear errors for bad input."""
+"""imaging: planes of nD arrays read lazily, intensity limits, and clear errors for bad input."""
 
 from __future__ import annotations
 
@@ -10,9 +9,7 @@ from napari_sam.imaging import (
     intensity_limits,
     model_input,
     plane_of,
-    plane_to_world,
     to_intensity,
-    world_to_plane,
 )
 
 
@@ -173,38 +170,3 @@ def test_model_input_with_the_planes_own_limits_is_unchanged(nuclei2d):
     b, size_b = model_input(image, 256, "minmax", limits=intensity_limits(image))
     assert size_a == size_b == (256, 256)
     assert np.array_equal(a.numpy(), b.numpy())
-
-
-# --------------------------------------------------------------------------- coordinates
-
-
-def test_world_and_plane_coordinates_round_trip():
-    scale, translate = np.array([2.0, 0.5, 0.25]), np.array([10.0, -3.0, 4.0])
-    data = np.array([[3, 7.5, 11], [0, 0, 0]])
-    world = data * scale + translate
-    np.testing.assert_allclose(world_to_plane(world, scale, translate), data[:, 1:])
-    np.testing.assert_allclose(plane_to_world(data[:, 1:], scale, translate, index=(3, 0, 0))[0], world[0])
-    np.testing.assert_allclose(plane_to_world(data[:, 1:], scale, translate), world[:, 1:])
-    # (z, x) displayed
-    np.testing.assert_allclose(world_to_plane(world, scale, translate, plane_axes=(0, 2)), data[:, [0, 2]])
-
-
-def test_world_coordinates_of_a_higher_dimensional_layer_align_on_trailing_axes():
-    # A 4D points layer over a 2D image: napari aligns the image with the last two axes.
-    pts = np.array([[1.0, 5.0, 20.0, 30.0]])
-    np.testing.assert_allclose(world_to_plane(pts, [2, 3], [0, 0]), [[10.0, 10.0]])
-    np.testing.assert_allclose(world_to_plane(pts[0], [2, 3], [0, 0]), [[10.0, 10.0]])
-
-
-@pytest.mark.parametrize(
-    "args, match",
-    [
-        (([[1, 2]], [1, 0], [0, 0]), "zero"),
-        (([[1, 2]], [1, 1, 1], [0, 0]), "differ in length"),
-        (([[1, 2]], [1, np.nan], [0, 0]), "finite"),
-        (([1], [1, 1], [0, 0]), "at least 2"),
-    ],
-)
-def test_bad_transforms_raise(args, match):
-    with pytest.raises(ValueError, match=match):
-        world_to_plane(*args)

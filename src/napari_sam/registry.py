@@ -62,6 +62,12 @@ class ModelSpec:
 _SAM_BASE = "https://dl.fbaipublicfiles.com/segment_anything/"
 
 
+def _official_sam(arch: Arch, filename: str, size_bytes: int, sha256: str) -> ModelSpec:
+    """One of Meta's released SAM checkpoints (Kirillov et al., 2023)."""
+    return ModelSpec(name=arch, arch=arch, title=f"SAM ViT-{arch[-1].upper()} (official)", filename=filename,
+                     url=_SAM_BASE + filename, sha256=sha256, size_bytes=size_bytes, aliases=(f"sam_{arch}",))
+
+
 def _microsam_2023(key: str, arch: Arch, record: int, sha256: str) -> ModelSpec:
     """micro-sam's first finetuned models (Zenodo, Aug 2023), as pinned in micro-sam itself."""
     domain = "light microscopy: cells, nuclei" if key.endswith("_lm") else "electron microscopy: cells, neurites"
@@ -96,36 +102,12 @@ _MODELS: list[ModelSpec] = [
         notes="Embedded default; works offline. Trained on boxes: draw boxes, not points.",
         aliases=("litemedsam", "medsam_lite"),
     ),
-    ModelSpec(
-        name="vit_b",
-        arch="vit_b",
-        title="SAM ViT-B (official)",
-        filename="sam_vit_b_01ec64.pth",
-        url=_SAM_BASE + "sam_vit_b_01ec64.pth",
-        sha256="ec2df62732614e57411cdcf32a23ffdf28910380d03139ee0f4fcbe91eb8c912",
-        size_bytes=375_042_383,
-        aliases=("sam_vit_b",),
-    ),
-    ModelSpec(
-        name="vit_l",
-        arch="vit_l",
-        title="SAM ViT-L (official)",
-        filename="sam_vit_l_0b3195.pth",
-        url=_SAM_BASE + "sam_vit_l_0b3195.pth",
-        sha256="3adcc4315b642a4d2101128f611684e8734c41232a17c648ed1693702a49a622",
-        size_bytes=1_249_524_607,
-        aliases=("sam_vit_l",),
-    ),
-    ModelSpec(
-        name="vit_h",
-        arch="vit_h",
-        title="SAM ViT-H (official)",
-        filename="sam_vit_h_4b8939.pth",
-        url=_SAM_BASE + "sam_vit_h_4b8939.pth",
-        sha256="a7bf3b02f3ebf1267aba913ff637d9a2d5c33d3173bb679e46d9f338c26f262e",
-        size_bytes=2_564_550_879,
-        aliases=("sam_vit_h",),
-    ),
+    _official_sam("vit_b", "sam_vit_b_01ec64.pth", 375_042_383,
+                  "ec2df62732614e57411cdcf32a23ffdf28910380d03139ee0f4fcbe91eb8c912"),
+    _official_sam("vit_l", "sam_vit_l_0b3195.pth", 1_249_524_607,
+                  "3adcc4315b642a4d2101128f611684e8734c41232a17c648ed1693702a49a622"),
+    _official_sam("vit_h", "sam_vit_h_4b8939.pth", 2_564_550_879,
+                  "a7bf3b02f3ebf1267aba913ff637d9a2d5c33d3173bb679e46d9f338c26f262e"),
     ModelSpec(
         name="vit_t",
         arch="vit_t",

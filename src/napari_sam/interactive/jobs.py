@@ -20,7 +20,9 @@ from .prompts import PlanePrompts
 from .stack import StackAlong
 
 
-CARRIES = ("motion", "intensity")
+# The ways of following an object that the widget offers: propagation.CARRIES less
+# "model" (SAM alone on every slice, with no carry to keep it on the object).
+JOB_CARRIES = ("motion", "intensity")
 
 
 def propagation_job(engine: Engine, stack: StackAlong, z: int, mask: np.ndarray,
@@ -39,8 +41,8 @@ def propagation_job(engine: Engine, stack: StackAlong, z: int, mask: np.ndarray,
     propagated along a fine axis from planes that hold a coarse one is followed along the
     coarse axis (:mod:`napari_sam.crossing`).
     """
-    if carry not in CARRIES:
-        raise ValueError(f"carry must be one of {CARRIES}, got {carry!r}")
+    if carry not in JOB_CARRIES:
+        raise ValueError(f"carry must be one of {JOB_CARRIES}, got {carry!r}")
 
     frames = _EngineFrames(engine, stack)
 
