@@ -93,7 +93,7 @@ def _distributed_volume(volume: np.ndarray, serial: np.ndarray, workers: int) ->
     import tempfile
 
     from napari_sam.automatic import AutoParams
-    from napari_sam.batch import plan_jobs, run_jobs_distributed
+    from napari_sam.cli.batch import plan_jobs, run_jobs_distributed
 
     with tempfile.TemporaryDirectory() as tmp:
         source = Path(tmp) / "volume.tif"

@@ -98,7 +98,7 @@ def test_stack_segmentation_finds_real_nuclei_in_3d(lite_predictor, nuclei3d):
     # 51 noisy, crowded, anisotropic nuclei (~7 slices deep, 15 px wide). Each plane
     # segmented on its own and linked by overlap scores F1 0.20 here.
     from napari_sam.automatic_volume import seeds
-    from napari_sam.batch import segment_array  # what `napari-sam segment` runs on a (Z, H, W) file
+    from napari_sam.cli.batch import segment_array  # what `napari-sam segment` runs on a (Z, H, W) file
 
     volume, truth = nuclei3d
     found = seeds(volume)

@@ -10,7 +10,7 @@ import pytest
 import tifffile
 
 from napari_sam import cli
-from napari_sam.batch import plan_jobs, write_labels
+from napari_sam.cli.batch import plan_jobs, write_labels
 
 
 @pytest.fixture(scope="module")
@@ -89,7 +89,7 @@ def test_a_stack_spreads_over_the_cluster_with_the_serial_labels(nuclei3d, tmp_p
 def test_a_worker_loads_each_model_once_across_runs():
     from types import SimpleNamespace
 
-    from napari_sam.batch import _ModelOnWorker
+    from napari_sam.cli.batch import _ModelOnWorker
 
     worker = SimpleNamespace()
     fp32, bf16 = ("lite_medsam", None, "cpu", "fp32"), ("lite_medsam", None, "cpu", "bf16")

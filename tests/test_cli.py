@@ -105,7 +105,7 @@ def test_segment_refuses_two_inputs_with_one_output(images, tmp_path, model_load
 
 def test_library_jobs_never_write_over_their_input(images):
     from napari_sam.automatic import AutoParams
-    from napari_sam.batch import Job, run_job, run_jobs_distributed
+    from napari_sam.cli.batch import Job, run_job, run_jobs_distributed
 
     before = contents(images)
     same = Job(images / "a.tif", images / "a.tif")
@@ -149,7 +149,7 @@ def test_unwritable_output_fails_before_the_model_is_loaded(images, tmp_path, mo
 
 
 def test_writability_check_leaves_nothing_behind(tmp_path):
-    from napari_sam.batch import OutputError, check_writable_folder
+    from napari_sam.cli.outputs import OutputError, check_writable_folder
 
     check_writable_folder(tmp_path / "new" / "deeper")  # proven in tmp_path, where it would be made
     assert list(tmp_path.iterdir()) == []
@@ -205,3 +205,47 @@ def test_grid_with_a_box_only_model_is_refused_at_once(images, tmp_path, model_l
     refused(capsys, ["segment", str(images), "-o", str(tmp_path / "out"), "--method", "grid"],
             "trained on boxes", "'boxes'", "'auto'")
     assert model_loads == [] and not (tmp_path / "out").exists()
+
+
+# --------------------------------------------------------------------------- one reader
+
+
+def test_embed_and_segment_read_a_zarr_group_alike(tmp_path, model_loads, capsys):
+    import zarr
+
+    from napari_sam.automatic import AutoParams
+    from napari_sam.cli.batch import Job, plan_jobs, run_job
+    from napari_sam.cli.read import open_image
+
+    rng = np.random.default_rng(1)
+    full, half = rng.integers(0, 4000, (1, 2, 32, 32), dtype=np.uint16), np.zeros((1, 2, 16, 16), np.uint16)
+    ome = zarr.open_group(str(tmp_path / "ome.zarr"), mode="w")
+    ome.attrs.put({"multiscales": [{"version": "0.4", "datasets": [{"path": "s0"}, {"path": "s1"}]}]})
+    ome.create_array("s1", data=half)  # a coarser level sorted first: the metadata decides, not the names
+    ome.create_array("s0", data=full)
+    zarr.open_group(str(tmp_path / "one.zarr"), mode="w").create_array("raw", data=full[0])
+    both = zarr.open_group(str(tmp_path / "both.zarr"), mode="w")
+    both.create_array("raw", data=full[0])
+    both.create_array("labels", data=half[0])
+
+    seen = []
+
+    def segment(predictor, image, params, progress):  # what the batch runner hands to the model
+        seen.append(image)
+        return np.zeros(image.shape, np.uint16)
+
+    for name in ("ome.zarr", "one.zarr"):
+        result = run_job(None, Job(tmp_path / name, tmp_path / f"{name}.tif"), AutoParams(), segment=segment)
+        assert result.status == "done", result.error
+        np.testing.assert_array_equal(seen[-1], full[0])  # the full resolution, without length-1 axes
+        np.testing.assert_array_equal(np.squeeze(open_image(tmp_path / name)), seen[-1])  # what embed reads
+    # A group of several images is refused by both, naming the arrays to choose from.
+    failed = run_job(None, Job(tmp_path / "both.zarr", tmp_path / "both.tif"), AutoParams(), segment=segment)
+    assert failed.status == "failed" and "pass one of ['labels', 'raw']" in failed.error
+    refused(capsys, ["embed", str(tmp_path / "both.zarr"), "-o", str(tmp_path / "e.zarr")],
+            "pass one of ['labels', 'raw']", "both.zarr/NAME")
+    # ... and the array chosen is taken by both: segment plans one file for it, not a folder.
+    assert plan_jobs(tmp_path / "both.zarr" / "raw", tmp_path / "out") == [
+        Job(tmp_path / "both.zarr" / "raw", tmp_path / "out" / "raw.tif")]
+    assert open_image(tmp_path / "both.zarr" / "raw").shape == (2, 32, 32)
+    assert model_loads == []

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import functools
 import os
-import tempfile
 import traceback
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -21,14 +20,14 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .files import part_file
+from ..files import part_file
+from .outputs import path_identities, paths_overlap, same_path
+from .read import IMAGE_SUFFIXES, is_image_path, read_image, stem
 
 if TYPE_CHECKING:  # imported where used: they pull in torch
-    from .automatic import AutoParams
-    from .automatic_volume import Seed
-    from .propagation import Piece
-
-IMAGE_SUFFIXES = (".tif", ".tiff", ".zarr", ".npy")
+    from ..automatic import AutoParams
+    from ..automatic_volume import Seed
+    from ..propagation import Piece
 
 
 @dataclass(frozen=True)
@@ -41,14 +40,12 @@ class Job:
 
 @dataclass(frozen=True)
 class Result:
+    """What became of a job, with the objects found or the error."""
+
     job: Job
     status: str  # "done", "skipped" or "failed"
     objects: int = 0
     error: str = ""
-
-
-def is_image_path(path: Path) -> bool:
-    return path.name.lower().endswith(IMAGE_SUFFIXES)
 
 
 def plan_jobs(source: str | Path, output: str | Path) -> list[Job]:
@@ -59,7 +56,7 @@ def plan_jobs(source: str | Path, output: str | Path) -> list[Job]:
     source, output = Path(source), Path(output)
     if not source.exists():
         raise FileNotFoundError(f"input not found: {source}")
-    if source.is_dir() and source.suffix.lower() != ".zarr":
+    if source.is_dir() and not is_image_path(source):
         files = sorted(p for p in source.iterdir() if is_image_path(p))
         if not files:
             raise ValueError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in folder {source}")
@@ -70,13 +67,13 @@ def plan_jobs(source: str | Path, output: str | Path) -> list[Job]:
                 f"the output folder {output} is the input folder: the labels would be written among the "
                 f"images, over those named *.tif, and read as images by the next run. Choose another output "
                 f"folder, e.g. -o {_suggest(source)}")
-        jobs = [Job(f, output / (_stem(f) + ".tif")) for f in files]
+        jobs = [Job(f, output / (stem(f) + ".tif")) for f in files]
     else:
         if not is_image_path(source):
             raise ValueError(f"unsupported input {source.name}: expected one of {', '.join(IMAGE_SUFFIXES)} "
                              "or a folder")
         if output.suffix.lower() not in (".tif", ".tiff"):
-            output = output / (_stem(source) + ".tif")
+            output = output / (stem(source) + ".tif")
         jobs = [Job(source, output)]
     check_jobs(jobs)
     return jobs
@@ -85,7 +82,7 @@ def plan_jobs(source: str | Path, output: str | Path) -> list[Job]:
 def check_jobs(jobs: Sequence[Job]) -> None:
     """Raise ValueError if an output would land on an input (the same file, or inside an
     input .zarr folder) or two inputs would be written to the same output."""
-    _identities = functools.lru_cache(maxsize=None)(_path_identities)  # the output folder: once, not per job
+    _identities = functools.lru_cache(maxsize=None)(path_identities)  # the output folder: once, not per job
     inputs: dict[tuple, Path] = {}
     folders: dict[tuple, Path] = {}  # inputs that are folders (.zarr): nothing may be written inside them
     for job in jobs:
@@ -110,88 +107,12 @@ def check_jobs(jobs: Sequence[Job]) -> None:
             written[key] = job.source
 
 
-def _path_identities(path: str) -> tuple[tuple, ...]:
-    """What names a file or folder: its resolved path and, where it exists, its inode."""
-    p = Path(path).expanduser()
-    keys: list[tuple] = [("path", os.path.normcase(str(p.resolve())))]
-    try:
-        st = p.stat()
-        keys.append(("inode", st.st_dev, st.st_ino))
-    except OSError:
-        pass
-    return tuple(keys)
-
-
 def _suggest(source: Path) -> Path:
     """A place for the labels of ``source`` next to it: ``cells_sam_labels`` or
     ``cells_sam_labels.tif`` (not ``cells_labels``: often a lab's ground truth)."""
-    if source.is_dir() and source.suffix.lower() != ".zarr":
+    if source.is_dir() and not is_image_path(source):
         return source.parent / f"{source.name}_sam_labels"
-    return source.parent / f"{_stem(source)}_sam_labels.tif"
-
-
-def same_path(a: str | Path, b: str | Path) -> bool:
-    """True if ``a`` and ``b`` name the same file or folder: the same resolved path, or the
-    same inode where both exist (hard links, case-insensitive file systems)."""
-    return bool(set(_path_identities(str(a))) & set(_path_identities(str(b))))
-
-
-def path_within(inner: str | Path, outer: str | Path) -> bool:
-    """True if ``inner`` is ``outer`` or lies anywhere inside it."""
-    outer_keys = set(_path_identities(str(outer)))
-    inner = Path(inner).expanduser().absolute()
-    return any(outer_keys & set(_path_identities(str(p))) for p in (inner, *inner.parents))
-
-
-def paths_overlap(a: str | Path, b: str | Path) -> bool:
-    """True if ``a`` and ``b`` are the same file or folder, or one lies inside the other."""
-    return path_within(a, b) or path_within(b, a)
-
-
-class OutputError(OSError):
-    """An output that cannot be written; the message names it and says why."""
-
-
-def check_writable_folder(folder: str | Path) -> None:
-    """Prove that files can be created in ``folder`` or, where it does not exist yet, in the
-    nearest folder above it that does (where it would be made), by creating and removing an
-    empty file there. Leaves nothing behind; raises :class:`OutputError` otherwise."""
-    folder = Path(folder).expanduser().absolute()
-    there = folder
-    while not there.exists() and there != there.parent:
-        there = there.parent
-    if not there.is_dir():
-        raise OutputError(f"cannot write to {folder}: {there} is a file, not a folder")
-    try:
-        fd, probe = tempfile.mkstemp(prefix=".napari-sam-write-test.", dir=there)
-        os.close(fd)
-        os.unlink(probe)
-    except OSError as exc:
-        raise OutputError(f"cannot write to {folder}: {exc.strerror or exc} (in {there})") from exc
-
-
-def _stem(path: Path) -> str:
-    name = path.name
-    for suffix in (".ome.tiff", ".ome.tif", *IMAGE_SUFFIXES):
-        if name.lower().endswith(suffix):
-            return name[: -len(suffix)]
-    return path.stem
-
-
-def read_image(path: Path) -> np.ndarray:
-    """Read a TIFF/OME-TIFF (squeezed), .npy or zarr array into memory."""
-    name = path.name.lower()
-    if name.endswith(".npy"):
-        return np.load(path, mmap_mode="r")
-    if name.endswith(".zarr"):
-        import zarr
-
-        node = zarr.open(str(path), mode="r")
-        array = node if hasattr(node, "shape") else next(iter(node.arrays()))[1]
-        return np.asarray(array)
-    import tifffile
-
-    return np.squeeze(tifffile.imread(path))
+    return source.parent / f"{stem(source)}_sam_labels.tif"
 
 
 def is_plane(image: np.ndarray) -> bool:
@@ -202,8 +123,8 @@ def is_plane(image: np.ndarray) -> bool:
 def segment_array(predictor, image: np.ndarray, params: AutoParams,
                   progress: Callable[[int, int], None] | None = None) -> np.ndarray:
     """2D planes (H, W) / RGB (H, W, 3|4) -> 2D labels; stacks (Z, H, W) -> 3D labels."""
-    from .automatic import segment_everything
-    from .automatic_volume import segment_volume
+    from ..automatic import segment_everything
+    from ..automatic_volume import segment_volume
 
     if is_plane(image):
         return segment_everything(predictor, image, params, progress)
@@ -290,7 +211,7 @@ class _ModelOnWorker(_WorkerPlugin):
     def setup(self, worker) -> None:
         import torch
 
-        from . import Predictor, load_model
+        from .. import Predictor, load_model
 
         # Workers share the cores: more torch threads than cores makes each far slower.
         if self.threads is not None:
@@ -326,8 +247,8 @@ def _segment_spread(predictor, image: np.ndarray, params: AutoParams, progress=N
         return segment_array(predictor, image, params, progress)
     from distributed import worker_client
 
-    from .automatic import run_with_progress
-    from .automatic_volume import assemble_steps, checked_volume, plan_seeds
+    from ..automatic import run_with_progress
+    from ..automatic_volume import assemble_steps, checked_volume, plan_seeds
 
     volume = checked_volume(image)
     planned = plan_seeds(volume, params)
@@ -342,7 +263,7 @@ def _segment_spread(predictor, image: np.ndarray, params: AutoParams, progress=N
 
 
 def _carry_on_worker(volume: np.ndarray, group: list[Seed], key: tuple) -> list[Piece]:
-    from .automatic_volume import carry_seed
+    from ..automatic_volume import carry_seed
 
     predictor = _worker_predictor(key)
     return [carry_seed(predictor, volume, seed) for seed in group]

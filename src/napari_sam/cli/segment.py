@@ -5,8 +5,16 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from typing import TYPE_CHECKING
 
-from .registry import DEFAULT_MODEL
+from ..registry import ARCHITECTURES, DEFAULT_MODEL
+from .arguments import Subparsers, add_command, device_argument, model_argument, registry_spec
+from .outputs import check_writable_folder
+from .progress import TerminalProgress
+from .read import GROUPS
+
+if TYPE_CHECKING:  # the batch runner imports dask where it is installed: only `segment` needs it
+    from .batch import Result
 
 # Options that map one to one onto AutoParams fields; unset ones keep AutoParams' defaults
 # (imported lazily: the automatic module pulls in torch, which `napari-sam models` does not need).
@@ -18,18 +26,16 @@ _PARAM_OPTIONS = {
 }
 
 
-def add_segment_command(subparsers: argparse._SubParsersAction) -> None:
-    from .cli import device_argument, model_argument
-    from .registry import ARCHITECTURES
-
-    p = subparsers.add_parser(
-        "segment",
-        help="segment everything in images (TIFF, OME-TIFF, zarr, .npy, or a folder of them)",
-        description="Automatic instance segmentation. INPUT is an image file or a folder; OUTPUT a label "
+def add_segment_command(subparsers: Subparsers) -> None:
+    """``napari-sam segment INPUT -o OUTPUT``: label everything in an image, a stack or a folder."""
+    p = add_command(
+        subparsers, "segment", run_segment,
+        "segment everything in images (TIFF, OME-TIFF, zarr, .npy, or a folder of them)",
+        "Automatic instance segmentation. INPUT is an image file or a folder; OUTPUT a label "
         "TIFF (uint16, or uint32 when needed) or a folder of them. Finished outputs are skipped on a rerun; "
         "an output that is an input, or an output folder that is the input folder, is refused.",
     )
-    p.add_argument("input", help="image file or folder")
+    p.add_argument("input", help=f"image file (.tif/.tiff, .npy or zarr; {GROUPS}) or a folder of them")
     p.add_argument("-o", "--output", required=True, help="label TIFF, or a folder for folder inputs")
     p.add_argument("--model", default=DEFAULT_MODEL, type=model_argument,
                    help=f"registry name or checkpoint path (default {DEFAULT_MODEL})")
@@ -51,12 +57,11 @@ def add_segment_command(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--scheduler", default=None, help="'local' for a dask LocalCluster, or a dask scheduler address; "
                    "files and the seeds of each stack run as tasks, with the serial run's labels")
     p.add_argument("--workers", type=int, default=2, help="workers of a local cluster")
-    p.set_defaults(handler=run_segment)
 
 
 def params_from_args(args: argparse.Namespace):
     """AutoParams from the options the user set."""
-    from .automatic import AutoParams
+    from ..automatic import AutoParams
 
     given = {field: getattr(args, opt) for opt, field in _PARAM_OPTIONS.items() if getattr(args, opt) is not None}
     return AutoParams(**given)
@@ -65,8 +70,7 @@ def params_from_args(args: argparse.Namespace):
 def run_segment(args: argparse.Namespace) -> int:
     # Everything that can be wrong with the arguments is found before torch is imported,
     # the model loaded or an image read: at once, and with nothing written.
-    from .batch import check_writable_folder, iter_summary, plan_jobs
-    from .cli import registry_spec
+    from .batch import iter_summary, plan_jobs
 
     try:
         jobs = plan_jobs(args.input, args.output)
@@ -76,7 +80,7 @@ def run_segment(args: argparse.Namespace) -> int:
     except (OSError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    from .automatic import check_method
+    from ..automatic import check_method
     from .batch import run_jobs, run_jobs_distributed
 
     try:
@@ -89,8 +93,11 @@ def run_segment(args: argparse.Namespace) -> int:
     start = time.monotonic()
     total = len(jobs)
     done = [0]
+    bar: TerminalProgress | None = None
 
-    def on_result(result) -> None:
+    def on_result(result: Result) -> None:
+        if bar is not None:
+            bar.finish()
         done[0] += 1
         extra = f"{result.objects} objects" if result.status == "done" else result.status
         if result.status == "failed":
@@ -103,8 +110,8 @@ def run_segment(args: argparse.Namespace) -> int:
             device=args.device if args.device != "auto" else "cpu",
             precision=args.precision, overwrite=args.overwrite, on_result=on_result)
     else:
-        from .loading import load_model
-        from .predictor import Predictor
+        from ..loading import load_model
+        from ..predictor import Predictor
 
         predictor = Predictor(load_model(args.model, model_type=args.model_type, device=args.device,
                                          precision=args.precision))
@@ -114,21 +121,11 @@ def run_segment(args: argparse.Namespace) -> int:
             print(f"error: {exc}", file=sys.stderr)
             return 2
         print(f"model {predictor.model_name} on {predictor.device}; {total} file(s)", file=sys.stderr)
-        results = run_jobs(predictor, jobs, params, args.overwrite, on_result,
-                           progress=_plane_progress if total == 1 else None)
+        if total == 1:  # its tiles or seeds get a bar; with more files, a line per file is progress enough
+            bar = TerminalProgress(jobs[0].source.name, unit="step")
+        results = run_jobs(predictor, jobs, params, args.overwrite, on_result, progress=bar)
     for line in iter_summary(results):
         print(line, file=sys.stderr)
     print(f"finished in {time.monotonic() - start:.1f} s", file=sys.stderr)
     return 1 if any(r.status == "failed" for r in results) else 0
 
-
-def _plane_progress(done: int, total: int) -> None:
-    """A redrawn bar on a terminal; in a log file, one line per tenth of the work."""
-    if not sys.stderr.isatty():
-        if done >= total or (10 * done) // max(total, 1) > (10 * (done - 1)) // max(total, 1):
-            print(f"  {done}/{total}", file=sys.stderr, flush=True)
-        return
-    width = 30
-    filled = int(width * done / max(total, 1))
-    end = "\n" if done >= total else ""
-    print(f"\r  [{'#' * filled}{'-' * (width - filled)}] {done}/{total}", end=end, file=sys.stderr, flush=True)
