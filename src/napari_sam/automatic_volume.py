@@ -10,7 +10,7 @@ and objects keep the voxels they took first.
 
 The steps are separate functions (:func:`plan_seeds`, :func:`carry_seed`,
 :func:`assemble_steps`) so that the carrying, the costly part, can run elsewhere (on a dask
-cluster, see :mod:`napari_sam.batch`) and still give the serial run's labels.
+cluster, see :mod:`napari_sam.cli.batch`) and still give the serial run's labels.
 
 Seeds assume objects brighter than their surroundings (fluorescence).
 """
@@ -29,7 +29,8 @@ from .errors import Cancelled
 from .imaging import finite
 from .masks import bbox
 from .predictor import Predictor
-from .propagation import Piece, PropagationParams, propagate_piece
+from .column import Piece
+from .propagation import PropagationParams, propagate_piece
 
 
 def seeds(volume: np.ndarray, params: AutoParams = AutoParams()) -> np.ndarray:

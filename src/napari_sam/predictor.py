@@ -4,6 +4,7 @@ three candidate masks and their predicted IoU. No napari here."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -96,28 +97,21 @@ class Predictor:
             features = self.model.image_encoder(x).float()
         return Embedding(features, tuple(plane.shape[:2]), input_size, self.model.img_size, self.model_name)
 
-    def segment(
-        self,
-        image: object,
-        points: object = None,
-        labels: object = None,
-        box: object = None,
-        multimask: bool = True,
-        cache: Cache | None = None,
-        diameter: float | None = None,
-    ) -> Candidates:
+    def segment(self, image: object, points: object = None, labels: object = None, box: object = None,
+                multimask: bool = True, *, cache: Cache | None = None, **options: Any) -> Candidates:
         """Answer one prompt on a whole plane, working on a zoomed window around it.
 
         Small objects are segmented at a higher zoom than :meth:`embed` of the whole plane
         allows, and large planes are served window by window; the masks are (K, H, W) at
         the plane's size. Window embeddings are kept in ``cache`` (anything with
         ``get(key)``/``put(key, embedding)``), by default a small LRU of this predictor.
-        ``diameter`` is the objects' typical size in pixels, measured from the image when
-        not given: it sets the zoom for clicks. Box-only models (LiteMedSAM) get the box
-        around the object under the clicks (:mod:`.click_box`); a click on background
-        gives empty candidates scored 0. See :mod:`.prompting`.
+        ``options`` are those of :meth:`PromptService.segment <napari_sam.prompting.PromptService.segment>`,
+        for instance ``diameter``: the objects' typical size in pixels, measured from the
+        image when not given, which sets the zoom for clicks. Box-only models (LiteMedSAM)
+        get the box around the object under the clicks (:mod:`.click_box`); a click on
+        background gives empty candidates scored 0. See :mod:`.prompting`.
         """
-        return self.prompts(cache).segment(image, points, labels, box, multimask, diameter=diameter)
+        return self.prompts(cache).segment(image, points, labels, box, multimask, **options)
 
     def prompts(self, cache: Cache | None = None) -> PromptService:
         """The prompt service of this predictor, over ``cache`` (default: its own LRU)."""

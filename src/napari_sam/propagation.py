@@ -40,12 +40,11 @@ from typing import Any, ParamSpec
 
 import numpy as np
 import torch
-from scipy import ndimage as ndi
 
+from .column import ObjectColumn, Piece
 from .crossing import MovedAxis, coarse_plane_axis, crossing_prompt, unmove
 from .errors import Cancelled
-from .imaging import finite
-from .masks import bbox, box_around, centre, connected_part, interior_point, object_contrast
+from .masks import bbox, box_around, centre, interior_point, object_contrast
 from .metrics import iou
 from .predictor import Embedding, Predictor
 from .prompting import mask_threshold
@@ -71,37 +70,6 @@ class PropagationParams:
     box_margin: float = 1.5  # pixels added around a box prompt, and around the previous mask (model carry)
     mask_threshold: float | None = None  # logit cut; None: the prompt service's (prompting.mask_threshold)
     ring: int = 4  # width in pixels of the ring around the start mask that measures the background
-
-
-@dataclass(frozen=True)
-class Piece:
-    """One object within its bounding column: ``mask`` covers slices ``z0 ..`` and the
-    in-plane window from (``r0``, ``c0``), so a stack's objects cost memory by their size."""
-
-    z0: int
-    r0: int
-    c0: int
-    mask: np.ndarray  # (slices, rows, cols) bool
-
-    @property
-    def where(self) -> tuple[slice, slice, slice]:
-        """The index of the piece's box in the stack."""
-        dz, dh, dw = self.mask.shape
-        return slice(self.z0, self.z0 + dz), slice(self.r0, self.r0 + dh), slice(self.c0, self.c0 + dw)
-
-    def plane(self, z: int, plane_shape: tuple[int, int]) -> np.ndarray:
-        """The object on slice ``z`` as a full (H, W) bool array (empty off the piece)."""
-        full = np.zeros(plane_shape, dtype=bool)
-        if self.z0 <= z < self.z0 + self.mask.shape[0]:
-            h, w = self.mask.shape[1:]
-            full[self.r0:self.r0 + h, self.c0:self.c0 + w] = self.mask[z - self.z0]
-        return full
-
-    def paste(self, shape: tuple[int, int, int]) -> np.ndarray:
-        """The object as a full (Z, H, W) bool array."""
-        full = np.zeros(shape, dtype=bool)
-        full[self.where] = self.mask
-        return full
 
 
 def propagate_piece(
@@ -162,13 +130,13 @@ def propagate_piece(
     elif mask is not None:
         start = mask
     else:
-        column = _Column(volume, window, params)
+        column = ObjectColumn(volume, window, params)
         start = _start_mask(predictor, column, z, points, labels, box, params)
     if crossing is not None and start.any():
         across = _across(predictor, volume, z, start, crossing, spacing, params, corrections, progress, cancel)
         if across is not None:
             return across
-    column = column or _Column(volume, window, params)
+    column = column or ObjectColumn(volume, window, params)
     local = column.crop(start)  # the window holds every start mask (see _extent_of)
     found = {z: local}
     if progress is not None:
@@ -211,20 +179,6 @@ def propagate_piece(
     return column.piece(found)
 
 
-@dataclass(frozen=True)
-class _Look:
-    """What the object looks like on its start slice, in the denoised column."""
-
-    background: float
-    brightness: float
-    sign: float  # +1: brighter than its surroundings; -1: darker
-    ring: np.ndarray  # the pixels around the start mask that measure the background
-
-    def point(self, fraction: float) -> float:
-        """The intensity ``fraction`` of the way from background to brightness (sign-corrected)."""
-        return self.sign * self.background + fraction * abs(self.brightness - self.background)
-
-
 def _whole_stack(column: Callable[P, Piece]) -> Callable[P, np.ndarray]:
     """``column`` (a function of ``volume`` returning a :class:`Piece`) answering with the
     whole (Z, H, W) bool array instead: same parameters, for editors and type checkers too."""
@@ -244,76 +198,6 @@ propagate = _whole_stack(propagate_piece)
 propagate.__name__ = propagate.__qualname__ = "propagate"
 propagate.__doc__ = """Segment the object prompted on slice ``z`` of a (Z, H, W) stack through the stack;
 returns a (Z, H, W) bool array. The arguments are those of :func:`propagate_piece`."""
-
-
-class _Column:
-    """The part of the stack around the object, all slices, read once and denoised."""
-
-    def __init__(self, volume: object, window: tuple[slice, slice], params: PropagationParams) -> None:
-        self.window, self.params, self.shape = window, params, tuple(getattr(volume, "shape", np.shape(volume)))
-        raw = finite(np.asarray(volume[(slice(None), *window)], dtype=np.float32))  # type: ignore[index]
-        self.denoised = ndi.gaussian_filter(raw, params.denoise_sigma)
-        self.profile_planes = ndi.gaussian_filter(raw, (0, params.profile_sigma, params.profile_sigma))
-
-    def crop(self, full: np.ndarray) -> np.ndarray:
-        return np.asarray(full, dtype=bool)[self.window]
-
-    def piece(self, found: dict[int, np.ndarray]) -> Piece:
-        """The slices found (slice -> window mask, contiguous) as one piece."""
-        z0 = min(found)
-        mask = np.stack([found[k] for k in range(z0, max(found) + 1)])
-        return Piece(z0, self.window[0].start or 0, self.window[1].start or 0, mask)
-
-    def paste(self, local: np.ndarray) -> np.ndarray:
-        full = np.zeros(self.shape[1:], dtype=bool)
-        full[self.window] = local
-        return full
-
-    def look(self, z: int, start: np.ndarray) -> _Look:
-        ring = ndi.binary_dilation(start, iterations=self.params.ring) & ~ndi.binary_dilation(start, iterations=1)
-        plane = self.denoised[z]
-        background = float(np.median(plane[ring])) if ring.any() else float(np.median(plane))
-        brightness = float(np.median(plane[start]))
-        return _Look(background, brightness, 1.0 if brightness >= background else -1.0, ring)
-
-    def extent(self, z: int, start: np.ndarray, look: _Look) -> tuple[int, int]:
-        """First and last slice of the object, from its profile (see the module docstring)."""
-        footprint = ndi.binary_erosion(start)
-        if not footprint.any():
-            footprint = start
-        profile = look.sign * np.array([plane[footprint].mean() for plane in self.profile_planes])
-        ring = look.ring
-        background = look.sign * float(np.median(self.profile_planes[z][ring])) if ring.any() else profile.min()
-        ends = []
-        for step in (-1, 1):
-            k, top, low, valley = z, profile[z], profile[z], z
-            while 0 <= k + step < len(profile):
-                nxt = k + step
-                span = max(top - background, 1e-6)
-                if profile[nxt] < background + self.params.end_level * span:
-                    break
-                if low < top - self.params.valley * span and profile[nxt] > low + self.params.valley * span:
-                    k = valley - step  # rising again after a dip: a neighbour; leave the dip out
-                    break
-                if profile[nxt] < low:
-                    low, valley = profile[nxt], nxt
-                elif low >= top - self.params.valley * span:
-                    top = max(top, profile[nxt])  # still on the object's plateau
-                k = nxt
-            ends.append(k)
-        return ends[0], ends[1]
-
-    def bright(self, k: int, look: _Look) -> np.ndarray:
-        return look.sign * self.denoised[k] > look.point(self.params.level)
-
-    def grow(self, k: int, prev: np.ndarray, look: _Look) -> np.ndarray:
-        """The previous mask grown by ``grow`` pixels, within the object's level on slice k."""
-        return connected_part(ndi.binary_dilation(prev, iterations=self.params.grow) & self.bright(k, look), prev,
-                              largest_if_apart=False)
-
-    def keep_bright(self, k: int, prev: np.ndarray, look: _Look, mask: np.ndarray) -> np.ndarray:
-        """The model's mask on slice k, kept to the object's bright part next to ``prev``."""
-        return connected_part(mask & self.bright(k, look), prev, largest_if_apart=False)
 
 
 def _extent_of(plane_shape: tuple[int, int], mask: np.ndarray | None, points: object, box: object,
@@ -343,7 +227,7 @@ def _extent_of(plane_shape: tuple[int, int], mask: np.ndarray | None, points: ob
     return slice(r0, r1), slice(c0, c1)
 
 
-def _start_mask(predictor: Predictor, column: _Column, z: int, points: object, labels: object, box: object,
+def _start_mask(predictor: Predictor, column: ObjectColumn, z: int, points: object, labels: object, box: object,
                 params: PropagationParams) -> np.ndarray:
     """SAM's mask for the prompts on the denoised start slice, zoomed in (plane pixels)."""
     r0, c0 = column.window[0].start, column.window[1].start
