@@ -198,6 +198,28 @@ def test_valid_spellings_are_accepted():
     assert cli.build_parser().parse_args(["embed", "x.tif", "-o", "y.zarr"]).device == "auto"
 
 
+def test_segment_options_come_from_the_autoparams_table(images, tmp_path, model_loads, capsys):
+    from napari_sam.auto_params import AutoParams, user_fields
+    from napari_sam.cli.segment import params_from_args
+
+    parser = cli.build_parser()
+    base = ["segment", "x.tif", "-o", "y.tif"]
+    assert params_from_args(parser.parse_args(base)) == AutoParams()
+    chosen = params_from_args(parser.parse_args(base + ["--method", "boxes", "--min-diameter", "12", "--crop-layers",
+                                                        "1", "--stability-thresh", "0.9", "--min-area", "30"]))
+    assert chosen == AutoParams(method="boxes", min_diameter=12.0, crop_n_layers=1, stability_score_thresh=0.9,
+                                min_area=30)
+    assert cli.main(["segment", "--help"]) == 0
+    text = capsys.readouterr().out
+    for f in user_fields():
+        assert f"--{f.option.replace('_', '-')}" in text, f.name
+    assert "(default 60)" in text and "(default by method)" in text
+    out = str(tmp_path / "o.tif")
+    refused(capsys, ["segment", str(images / "a.tif"), "-o", out, "--min-diameter", "1"], "--min-diameter", "below 2")
+    refused(capsys, ["segment", str(images / "a.tif"), "-o", out, "--nms-thresh", "1.5"], "above 1")
+    assert model_loads == []
+
+
 # --------------------------------------------------------------------------- method and model
 
 

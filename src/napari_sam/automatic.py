@@ -17,76 +17,19 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, field, replace
-from typing import Literal
 
 import numpy as np
 import torch
 
 from .errors import Cancelled
+from .auto_params import AutoParams
 from .imaging import as_plane, to_intensity
 from .masks import bbox
 from .windows import grid_origins
 from .predictor import Embedding, Predictor
 from .proposals import box_proposals
 
-Method = Literal["auto", "boxes", "grid"]
 ProgressCallback = Callable[[int, int], None]
-
-
-@dataclass(frozen=True)
-class AutoParams:
-    """Parameters of automatic segmentation; the selection ones are cheap to change."""
-
-    method: Method = "auto"
-    # boxes method: expected object diameters in pixels, for the proposals and the zoom.
-    min_diameter: float = 6.0
-    max_diameter: float = 60.0
-    # grid method (SAM's automatic mask generator).
-    points_per_side: int = 32
-    points_per_batch: int = 64
-    crop_n_layers: int = 0
-    crop_overlap_ratio: float = 512 / 1500
-    # selection; None takes the method's default (see SELECTION_DEFAULTS).
-    pred_iou_thresh: float | None = None
-    stability_score_thresh: float | None = None
-    stability_score_offset: float = 1.0
-    nms_thresh: float = 0.5
-    min_area: int = 15
-    max_area_fraction: float = 0.25  # drop "background" masks larger than this part of the plane
-    # stacks (automatic_volume): seeds brighter than this point between median and 99.5th percentile
-    seed_level: float = 0.2
-
-    def resolve(self, predictor: Predictor) -> AutoParams:
-        """A copy with ``method`` and the None thresholds filled in for this model."""
-        method = self.method
-        if method == "auto":
-            method = "boxes" if predictor.box_only else "grid"
-        if method not in SELECTION_DEFAULTS:
-            raise ValueError(f"method must be 'auto', 'boxes' or 'grid', got {self.method!r}")
-        check_method(method, predictor.box_only, getattr(predictor, "model_name", ""))
-        iou, stability = SELECTION_DEFAULTS[method]
-        return replace(
-            self,
-            method=method,
-            pred_iou_thresh=iou if self.pred_iou_thresh is None else self.pred_iou_thresh,
-            stability_score_thresh=stability if self.stability_score_thresh is None else self.stability_score_thresh,
-        )
-
-
-def check_method(method: str, box_only: bool, model_name: str = "") -> None:
-    """Refuse the point grid for a model trained on boxes alone (LiteMedSAM): it answers
-    point prompts with next to nothing, so a grid run takes minutes and finds no object."""
-    if method == "grid" and box_only:
-        model = f"the model {model_name!r}" if model_name else "this model"
-        raise ValueError(
-            f"method 'grid' prompts with points, but {model} was trained on boxes only and finds next to "
-            "nothing from points. Use method 'boxes' (or 'auto', which picks boxes for it), or a "
-            "point-trained model (vit_b, vit_t, micro-sam) for 'grid'.")
-
-
-# (predicted IoU, stability) thresholds. SAM's grid defaults are the reference's; box-trained
-# LiteMedSAM predicts softer logits, so its masks are less "stable" at the same offset.
-SELECTION_DEFAULTS: dict[str, tuple[float, float]] = {"boxes": (0.7, 0.8), "grid": (0.88, 0.95)}
 
 
 @dataclass
@@ -443,6 +386,6 @@ def _mask_iou(a: np.ndarray, ba: tuple, b: np.ndarray, bb: tuple) -> float:
 
 
 __all__ = [
-    "AutoParams", "Proposals", "check_method", "link_slices", "propose_steps", "segment_everything",
+    "AutoParams", "Proposals", "link_slices", "propose_steps", "segment_everything",
     "segment_planes_steps", "select",
 ]

@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
+from ..auto_params import AutoParams, UserField, check_method, user_fields
 from ..registry import ARCHITECTURES, DEFAULT_MODEL
 from .arguments import Subparsers, add_command, device_argument, model_argument, registry_spec
 from .outputs import check_writable_folder
@@ -15,16 +17,6 @@ from .read import GROUPS
 
 if TYPE_CHECKING:  # the batch runner imports dask where it is installed: only `segment` needs it
     from .batch import Result
-
-# Options that map one to one onto AutoParams fields; unset ones keep AutoParams' defaults
-# (imported lazily: the automatic module pulls in torch, which `napari-sam models` does not need).
-_PARAM_OPTIONS = {
-    "method": "method", "min_diameter": "min_diameter", "max_diameter": "max_diameter",
-    "points_per_side": "points_per_side", "crop_layers": "crop_n_layers",
-    "pred_iou_thresh": "pred_iou_thresh", "stability_thresh": "stability_score_thresh",
-    "nms_thresh": "nms_thresh", "min_area": "min_area",
-}
-
 
 def add_segment_command(subparsers: Subparsers) -> None:
     """``napari-sam segment INPUT -o OUTPUT``: label everything in an image, a stack or a folder."""
@@ -43,28 +35,33 @@ def add_segment_command(subparsers: Subparsers) -> None:
                    help="architecture of a checkpoint path (vit_b, vit_t, ...)")
     p.add_argument("--device", default="auto", type=device_argument, help="auto, cpu, cuda, cuda:N or mps")
     p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
-    p.add_argument("--method", choices=["auto", "boxes", "grid"],
-                   help="boxes: detector boxes refined by SAM (default for box-trained models); grid: SAM's point grid")
-    p.add_argument("--min-diameter", type=float, help="smallest object, pixels (default 6)")
-    p.add_argument("--max-diameter", type=float, help="largest object, pixels (default 60)")
-    p.add_argument("--points-per-side", type=int, help="grid method (default 32)")
-    p.add_argument("--crop-layers", type=int, help="grid method (default 0)")
-    p.add_argument("--pred-iou-thresh", type=float, help="keep masks with predicted IoU above this (default by method)")
-    p.add_argument("--stability-thresh", type=float, help="keep masks at least this stable (default by method)")
-    p.add_argument("--nms-thresh", type=float, help="mask IoU above which duplicates go (default 0.5)")
-    p.add_argument("--min-area", type=int, help="smallest object area, pixels (default 15)")
+    for f in user_fields():  # the AutoParams a user sets, with AutoParams' help and defaults
+        default = "by method" if f.default is None else f"{f.default:g}" if f.kind is not str else f.default
+        p.add_argument("--" + f.option.replace("_", "-"), dest=f.name, type=_in_range(f), choices=f.choices,
+                       metavar=None if f.choices else f.option.upper(), help=f"{f.help} (default {default})")
     p.add_argument("--overwrite", action="store_true", help="redo files whose output exists")
     p.add_argument("--scheduler", default=None, help="'local' for a dask LocalCluster, or a dask scheduler address; "
                    "files and the seeds of each stack run as tasks, with the serial run's labels")
     p.add_argument("--workers", type=int, default=2, help="workers of a local cluster")
 
 
-def params_from_args(args: argparse.Namespace):
-    """AutoParams from the options the user set."""
-    from ..automatic import AutoParams
+def _in_range(f: UserField) -> Callable[[str], Any]:
+    """argparse's type for ``f``: its kind, refused outside its range."""
+    def parse(text: str) -> Any:
+        value = f.kind(text)
+        if f.low is not None and value < f.low:
+            raise argparse.ArgumentTypeError(f"{text} is below {f.low:g}")
+        if f.high is not None and value > f.high:
+            raise argparse.ArgumentTypeError(f"{text} is above {f.high:g}")
+        return value
 
-    given = {field: getattr(args, opt) for opt, field in _PARAM_OPTIONS.items() if getattr(args, opt) is not None}
-    return AutoParams(**given)
+    parse.__name__ = f.kind.__name__  # argparse names the type in "invalid int value" errors
+    return parse
+
+
+def params_from_args(args: argparse.Namespace) -> AutoParams:
+    """AutoParams from the options the user set; the others keep AutoParams' defaults."""
+    return AutoParams(**{f.name: getattr(args, f.name) for f in user_fields() if getattr(args, f.name) is not None})
 
 
 def run_segment(args: argparse.Namespace) -> int:
@@ -80,7 +77,6 @@ def run_segment(args: argparse.Namespace) -> int:
     except (OSError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    from ..automatic import check_method
     from .batch import run_jobs, run_jobs_distributed
 
     try:
