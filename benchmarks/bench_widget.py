@@ -56,17 +56,17 @@ def widget_latency(image: np.ndarray, boxes: list[np.ndarray]) -> list[float]:
     wait(app, lambda: widget.engine is not None and widget.view is not None and widget.index is not None)
     start = time.perf_counter()
     wait(app, lambda: (done := widget.engine.tiles_embedded(widget.view.source, widget.index)) is not None
-         and done[0] == done[1] and not widget.embedder.busy, timeout=900)
+         and done[0] == done[1] and not widget.embedding_worker.busy, timeout=900)
     print(f"the widget embedded the plane and its {widget.engine.tiles_embedded(widget.view.source, widget.index)[1]} "
           f"zoomed tiles in {time.perf_counter() - start:.1f} s")
     calls = widget.engine.prompts.encoder_calls
     times = []
     for r0, c0, r1, c1 in boxes:
         widget.clear()
-        wait(app, lambda: widget.cands.candidates is None and not widget.predictions.busy)
+        wait(app, lambda: widget.candidate_view.candidates is None and not widget.decoding.busy)
         start = time.perf_counter()
         widget.prompts.boxes.add_rectangles(np.array([[r0 - 1, c0 - 1], [r1 + 1, c1 + 1]], float))
-        wait(app, lambda: widget.cands.candidates is not None and not widget.predictions.busy)
+        wait(app, lambda: widget.candidate_view.candidates is not None and not widget.decoding.busy)
         times.append(time.perf_counter() - start)
     assert widget.engine.prompts.encoder_calls == calls, "a prompt missed the tiles"
     viewer.close()

@@ -105,13 +105,13 @@ def sam(make_napari_viewer, qtbot, shared_cache) -> Callable:
 
 def idle(qtbot, widget, timeout: int = TIMEOUT_MS) -> None:
     """Wait until the widget has no embedding, decoding or rebuild pending."""
-    qtbot.waitUntil(lambda: not widget.embedder.busy and not widget.predictions.busy
+    qtbot.waitUntil(lambda: not widget.embedding_worker.busy and not widget.decoding.busy
                     and not widget._rebuild_timer.isActive() and not widget._request_timer.isActive(),
                     timeout=timeout)
 
 
 def wait_candidates(qtbot, widget, timeout: int = TIMEOUT_MS) -> None:
-    qtbot.waitUntil(lambda: widget.cands.candidates is not None and not widget.predictions.busy, timeout=timeout)
+    qtbot.waitUntil(lambda: widget.candidate_view.candidates is not None and not widget.decoding.busy, timeout=timeout)
 
 
 class Gate:

@@ -133,7 +133,7 @@ def test_commits_that_would_add_a_wrong_object_are_refused(sam, qtbot, nuclei2d)
     deep = np.unravel_index(np.argmax(ndi.distance_transform_edt(labels == 0)), labels.shape)
     click(widget.prompts.points, deep)
     qtbot.waitUntil(lambda: "No object under your click" in widget.ui.hint.text(), timeout=TIMEOUT_MS)
-    assert len(widget.prompts.boxes.data) == 0 and widget.cands.candidates is None
+    assert len(widget.prompts.boxes.data) == 0 and widget.candidate_view.candidates is None
     press(viewer, "C")
     assert np.array_equal(out.data, before) and "nothing to commit" in widget.ui.status.text()
 
@@ -206,7 +206,7 @@ def wait(seconds, until=lambda: False):
 wait(120, lambda: shell.widget is not None and shell.widget.engine is not None and shell.widget.view is not None)
 widget = shell.widget
 widget.prompts.boxes.add_rectangles(np.array([[100.0, 100.0], [140.0, 140.0]]))
-wait(60, lambda: widget.cands.candidates is not None)
+wait(60, lambda: widget.candidate_view.candidates is not None)
 for step in ("open", "closed"):
     if step == "closed":
         dock.title.close_button.click()

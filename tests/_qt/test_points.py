@@ -33,7 +33,7 @@ def test_click_with_box_only_model_becomes_a_box(sam, qtbot, nuclei2d):
     assert r0 <= r.bbox[0] + 2 and c0 <= r.bbox[1] + 2 and r1 >= r.bbox[2] - 3 and c1 >= r.bbox[3] - 3
     assert (r1 - r0) * (c1 - c0) < 3 * r.bbox_area  # around the nucleus, not the field
     wait_candidates(qtbot, widget)
-    assert iou(widget.cands.mask, labels == 101) > 0.75
+    assert iou(widget.candidate_view.mask, labels == 101) > 0.75
 
     click(points, centre(labels, 71), modifiers=["Shift"])  # a negative click: ignored
     qtbot.waitUntil(lambda: "Negative points are ignored" in widget.ui.hint.text(), timeout=TIMEOUT_MS)
@@ -62,7 +62,7 @@ def test_points_are_positive_or_negative_and_refine(sam, qtbot, extra_models, nu
     click(points, centre(labels, 175))
     wait_candidates(qtbot, widget)
     assert calls[-1][1].tolist() == [1] and calls[-1][2] is False  # first click: no mask input
-    widget.cands.clear()
+    widget.candidate_view.clear()
     click(points, (430.0, 395.0), modifiers=["Shift"])  # background next to it: negative
     wait_candidates(qtbot, widget)
     assert calls[-1][1].tolist() == [1, 0] and calls[-1][2] is True  # refined with the last logits
@@ -77,4 +77,4 @@ def test_points_are_positive_or_negative_and_refine(sam, qtbot, extra_models, nu
     assert points.features["positive"].tolist() == [True, False, False, True]
 
     press(viewer, "X")  # clear the plane's prompts
-    assert len(points.data) == 0 and widget.cands.candidates is None
+    assert len(points.data) == 0 and widget.candidate_view.candidates is None

@@ -230,7 +230,7 @@ def test_prompts_on_other_slices_correct_the_propagation(sam, qtbot):
     # the user: only this quarter of the nucleus on slice 3
     widget.prompts.boxes.add_rectangles(box3d(3, (r0, c0, (r0 + r1) // 2 + 1, (c0 + c1) // 2 + 1), pad=0))
     wait_candidates(qtbot, widget)
-    expected = widget.cands.mask.copy()
+    expected = widget.candidate_view.mask.copy()
     assert expected.sum() < 0.6 * a[3].sum()
     go_to(viewer, widget, qtbot, 6)
     widget.prompts.boxes.add_rectangles(box3d(6, regionprops(a[6].astype(int))[0].bbox))

@@ -65,9 +65,9 @@ def test_boxes_and_clicks_hold_on_every_variant(sam, qtbot, lite_predictor, nucl
         for k, bbox, _ in picked:
             drag(boxes, bbox[:2] - 1, bbox[2:] + 1)
             wait_candidates(qtbot, widget)
-            box_ious.append(iou(widget.cands.mask, var_labels == k))
+            box_ious.append(iou(widget.candidate_view.mask, var_labels == k))
             api = lite_predictor.segment(var_image, box=widget.prompts.for_plane(widget.view, ()).box)
-            same.append(np.array_equal(api.masks, widget.cands.candidates.masks))
+            same.append(np.array_equal(api.masks, widget.candidate_view.candidates.masks))
             press(viewer, "X")
 
         widget.ui.point_mode.click()
@@ -75,7 +75,7 @@ def test_boxes_and_clicks_hold_on_every_variant(sam, qtbot, lite_predictor, nucl
         for k, _, at in picked:
             click(points, at)
             wait_candidates(qtbot, widget)
-            mask = widget.cands.mask
+            mask = widget.candidate_view.mask
             click_ious.append(iou(mask, var_labels == k))
             others = np.unique(var_labels[mask])
             neighbours += any(iou(mask, var_labels == j) > 0.5 for j in others if j not in (0, k))
@@ -87,8 +87,8 @@ def test_boxes_and_clicks_hold_on_every_variant(sam, qtbot, lite_predictor, nucl
             click(points, at)
             qtbot.wait(50)
             idle(qtbot, widget)
-            cands = widget.cands.candidates
-            offered += cands is not None and bool(cands.masks.any()) and cands.scores.max() >= MIN_SCORE
+            candidates = widget.candidate_view.candidates
+            offered += candidates is not None and bool(candidates.masks.any()) and candidates.scores.max() >= MIN_SCORE
             press(viewer, "X")
 
         report.append(f"{name}: boxes {np.mean(box_ious):.2f} clicks {np.mean(click_ious):.2f} "

@@ -55,9 +55,9 @@ def test_event_loop_keeps_ticking_while_encoding(sam, qtbot, lite_predictor, nuc
     qtbot.wait(200)
     start = time.perf_counter()
     viewer.dims.set_current_step(0, 4)  # napari draws the plane, then the encoder starts
-    qtbot.waitUntil(lambda: widget.embedder.busy, timeout=TIMEOUT_MS)
+    qtbot.waitUntil(lambda: widget.embedding_worker.busy, timeout=TIMEOUT_MS)
     encoding = time.perf_counter()
-    qtbot.waitUntil(lambda: key(src, (4,)) in cache and not widget.embedder.busy, timeout=TIMEOUT_MS)
+    qtbot.waitUntil(lambda: key(src, (4,)) in cache and not widget.embedding_worker.busy, timeout=TIMEOUT_MS)
     end = time.perf_counter()
     ticker.timer.stop()
 

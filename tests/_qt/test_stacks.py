@@ -37,18 +37,18 @@ def test_moving_through_a_3d_stack(sam, qtbot, nuclei3d):
     # nucleus 55 on plane 15
     widget.prompts.boxes.add_rectangles(box3d(15, region(labels[15], 55).bbox))
     wait_candidates(qtbot, widget)
-    assert iou(widget.cands.mask, labels[15] == 55) > 0.6
+    assert iou(widget.candidate_view.mask, labels[15] == 55) > 0.6
     # the candidates layer holds one plane, placed on plane 15: not a stack-sized array
-    cands_layer = widget.cands.layer
+    cands_layer = widget.candidate_view.layer
     assert cands_layer.data.shape == (1, *labels.shape[1:]) and cands_layer.data[0].any()
     assert cands_layer.translate[0] == 15 and viewer.layers["image"].translate[0] == 0
 
     go_to(viewer, widget, qtbot, 16)  # the box of plane 15 does not apply here
-    assert widget.cands.candidates is None and not widget.cands.layer.data.any()
+    assert widget.candidate_view.candidates is None and not widget.candidate_view.layer.data.any()
     assert widget.prompts.for_plane(widget.view, (16,)).empty
     widget.prompts.boxes.add_rectangles(box3d(16, region(labels[16], 59).bbox))
     wait_candidates(qtbot, widget)
-    assert iou(widget.cands.mask, labels[16] == 59) > 0.6
+    assert iou(widget.candidate_view.mask, labels[16] == 59) > 0.6
     assert widget.commit() == 1
     out = widget.ui.output.layer()
     assert out.data.shape == image.shape
@@ -56,7 +56,7 @@ def test_moving_through_a_3d_stack(sam, qtbot, nuclei3d):
 
     go_to(viewer, widget, qtbot, 15)  # plane 15's box is still there: its candidates come back
     wait_candidates(qtbot, widget)
-    assert widget.cands.where[1] == (15,)
+    assert widget.candidate_view.where[1] == (15,)
     assert widget.commit() == 2
     assert (out.data[15] == 2).any() and (out.data[16] == 1).any() and not (out.data[16] == 2).any()
 
@@ -82,8 +82,8 @@ def test_prompt_on_a_plane_still_embedding_is_answered_at_once(sam, qtbot, gate,
     assert "embedding ..." in widget.ui.plane.text()
     widget.prompts.boxes.add_rectangles(box_corners(region(labels, 175).bbox))
     wait_candidates(qtbot, widget)
-    assert widget.embedder.busy and g.calls == 2  # the plane still waits; the prompt's window did not
-    assert iou(widget.cands.mask, labels == 175) > 0.8
+    assert widget.embedding_worker.busy and g.calls == 2  # the plane still waits; the prompt's window did not
+    assert iou(widget.candidate_view.mask, labels == 175) > 0.8
     g.open()
     idle(qtbot, widget)
     assert widget.ui.plane.text() == "image: embedded; a prompt embeds its zoomed tile when first needed"
@@ -104,17 +104,17 @@ def test_switching_image_mid_embedding(sam, qtbot, gate, nuclei2d, nuclei3d):
     widget.ui.image.set_layer(viewer.layers["image"])  # back, while "stack" is embedding
     g.open()
     qtbot.waitUntil(lambda: widget.view is not None and widget.view.layer.name == "image", timeout=TIMEOUT_MS)
-    assert widget.view.shape == image.shape and widget.cands.layer.data.shape == image.shape
+    assert widget.view.shape == image.shape and widget.candidate_view.layer.data.shape == image.shape
     assert widget.ui.output.layer() is first_output  # back to this image: its labels again
     widget.prompts.boxes.add_rectangles(box_corners(region(labels, 71).bbox))
     wait_candidates(qtbot, widget)
-    assert iou(widget.cands.mask, labels == 71) > 0.7
+    assert iou(widget.candidate_view.mask, labels == 71) > 0.7
     assert widget.commit() == 2
     assert (first_output.data == 1).sum() > 100 and (first_output.data == 2).sum() > 100
 
     widget.ui.image.set_layer(stack)  # a 3D image: new prompt layers, a new output layer
     qtbot.waitUntil(lambda: widget.view is not None and widget.view.layer is stack, timeout=TIMEOUT_MS)
-    assert widget.prompts.boxes.ndim == 3 and widget.cands.layer.data.shape == (1, *stack.data.shape[1:])
+    assert widget.prompts.boxes.ndim == 3 and widget.candidate_view.layer.data.shape == (1, *stack.data.shape[1:])
     assert widget.ui.output.layer() is None  # the 2D labels do not fit a 3D image
     assert (first_output.data > 0).sum() > 200  # the labels made so far are untouched
     idle(qtbot, widget)
@@ -134,8 +134,8 @@ def test_switching_model_mid_embedding(sam, qtbot, gate, extra_models, nuclei2d)
     assert old.cancelled
     g.open()
     wait_candidates(qtbot, widget)
-    assert widget.cands.where is not None
-    assert iou(widget.cands.mask, labels == 175) > 0.75
+    assert widget.candidate_view.where is not None
+    assert iou(widget.candidate_view.mask, labels == 175) > 0.75
     idle(qtbot, widget)
     key = widget.engine.key(widget.view.source, widget.index)
     assert key[0] == "lite_medsam_copy" and key in widget.cache

@@ -51,43 +51,43 @@ def test_box_gives_three_scored_candidates_keys_choose_commit_and_undo(sam, qtbo
     widget.prompts.boxes.add_rectangles(box_corners(region.bbox))
     wait_candidates(qtbot, widget)
 
-    cands = widget.cands.candidates
-    assert cands.masks.shape == (3, *image.shape) and len(cands.scores) == 3
+    candidates = widget.candidate_view.candidates
+    assert candidates.masks.shape == (3, *image.shape) and len(candidates.scores) == 3
     # every candidate stays inside the box, and the chosen (best-scored) one fits the nucleus
     r0, c0, r1, c1 = region.bbox
     outside = np.ones(image.shape, bool)
     outside[r0 - 3:r1 + 3, c0 - 3:c1 + 3] = False
-    assert not (cands.masks & outside).any()
-    assert widget.cands.selected == cands.best
-    assert iou(widget.cands.mask, labels == TARGET) > 0.75
-    texts = [b.text() for b in widget.ui.candidates.buttons]
-    assert texts == [f"{i + 1}: {s:.2f}" for i, s in enumerate(cands.scores)]
-    assert widget.ui.candidates.buttons[cands.best].isChecked()
-    shown = widget.cands.layer.data
-    assert set(np.unique(shown)) == {0, cands.best + 1}
+    assert not (candidates.masks & outside).any()
+    assert widget.candidate_view.selected == candidates.best
+    assert iou(widget.candidate_view.mask, labels == TARGET) > 0.75
+    texts = [b.text() for b in widget.ui.candidate_buttons.buttons]
+    assert texts == [f"{i + 1}: {s:.2f}" for i, s in enumerate(candidates.scores)]
+    assert widget.ui.candidate_buttons.buttons[candidates.best].isChecked()
+    shown = widget.candidate_view.layer.data
+    assert set(np.unique(shown)) == {0, candidates.best + 1}
 
     # keys 1/2/3 and N, through napari's key map on the active prompt layer
     for key, expected in (("1", 0), ("3", 2), ("2", 1), ("N", 2)):
         press(viewer, key)
-        assert widget.cands.selected == expected
-        assert widget.ui.candidates.buttons[expected].isChecked()
-        assert np.array_equal(shown == expected + 1, cands.masks[expected])
-    widget.ui.candidates.buttons[0].click()  # clicking a radio button chooses too
-    assert widget.cands.selected == 0
+        assert widget.candidate_view.selected == expected
+        assert widget.ui.candidate_buttons.buttons[expected].isChecked()
+        assert np.array_equal(shown == expected + 1, candidates.masks[expected])
+    widget.ui.candidate_buttons.buttons[0].click()  # clicking a radio button chooses too
+    assert widget.candidate_view.selected == 0
 
     press(viewer, "C")  # commit
     out = widget.ui.output.layer()
     assert isinstance(out, Labels) and out.name == "image SAM labels"
-    assert np.array_equal(out.data == 1, cands.masks[0]) and out.data.max() == 1
-    assert len(widget.prompts.boxes.data) == 0 and widget.cands.candidates is None
-    assert not widget.cands.layer.data.any()
+    assert np.array_equal(out.data == 1, candidates.masks[0]) and out.data.max() == 1
+    assert len(widget.prompts.boxes.data) == 0 and widget.candidate_view.candidates is None
+    assert not widget.candidate_view.layer.data.any()
     assert "committed object 1" in widget.ui.status.text()
 
     viewer.layers.selection.active = out
     press(viewer, "Control-Z")  # napari's own undo on the labels layer
     assert not out.data.any()
     press(viewer, "Control-Shift-Z")
-    assert np.array_equal(out.data == 1, cands.masks[0])
+    assert np.array_equal(out.data == 1, candidates.masks[0])
     widget.ui.undo.click()
     assert not out.data.any()
 
@@ -106,7 +106,7 @@ def test_commit_keeps_existing_labels_unless_overwrite(sam, qtbot, nuclei2d):
 
     widget.prompts.boxes.add_rectangles(box_corners((r0, c0, r1, c1)))
     wait_candidates(qtbot, widget)
-    mask = widget.cands.mask.copy()
+    mask = widget.candidate_view.mask.copy()
     assert (mask & (before == 999)).any()  # the candidate overlaps the painted blob
     new_id = widget.commit()
     assert new_id == 1000, widget.ui.status.text()  # next free id
@@ -134,7 +134,7 @@ def test_deleting_prompt_candidate_and_output_layers(sam, qtbot, nuclei2d):
 
     viewer.layers.remove(widget.prompts.points)
     viewer.layers.remove(widget.prompts.boxes)
-    viewer.layers.remove(widget.cands.layer)
+    viewer.layers.remove(widget.candidate_view.layer)
     viewer.layers.remove(out)
     assert widget.prompts.points is None and widget.prompts.boxes is None
     assert "deleted" in widget.ui.hint.text()
@@ -155,7 +155,7 @@ def test_deleting_prompt_candidate_and_output_layers(sam, qtbot, nuclei2d):
     assert widget.ui.output.currentText() == "renamed labels"
     viewer.layers.remove(viewer.layers["image"])  # the image itself goes
     qtbot.waitUntil(lambda: widget.view is None and widget.prompts.boxes is None, timeout=TIMEOUT_MS)
-    assert widget.ui.image.layer() is None and widget.cands.layer is None
+    assert widget.ui.image.layer() is None and widget.candidate_view.layer is None
     assert kept in viewer.layers and kept.data.max() == 1
     assert widget.commit() is None
 
@@ -167,7 +167,7 @@ def test_rgb_and_channel_axis_images(sam, qtbot, nuclei2d):
     assert widget.view.shape == image.shape and widget.view.source.plane(()).shape == (*image.shape, 3)
     widget.prompts.boxes.add_rectangles(box_corners(target(labels).bbox))
     wait_candidates(qtbot, widget)
-    assert iou(widget.cands.mask, labels == TARGET) > 0.7
+    assert iou(widget.candidate_view.mask, labels == TARGET) > 0.7
     assert widget.commit() == 1 and widget.ui.output.layer().data.shape == image.shape
 
     two = np.stack([image, np.zeros_like(image)])  # (channel, y, x): not a stack of 2 planes
@@ -178,8 +178,8 @@ def test_rgb_and_channel_axis_images(sam, qtbot, nuclei2d):
     widget.ui.channels.setChecked(True)
     qtbot.waitUntil(lambda: widget.view is not None and widget.view.shape == image.shape, timeout=TIMEOUT_MS)
     assert widget.view.source.plane(()).shape == (*image.shape, 3)
-    assert widget.prompts.boxes.ndim == 2 and widget.cands.layer.data.shape == image.shape
+    assert widget.prompts.boxes.ndim == 2 and widget.candidate_view.layer.data.shape == image.shape
     widget.prompts.boxes.add_rectangles(box_corners(target(labels).bbox))
     wait_candidates(qtbot, widget)
-    assert iou(widget.cands.mask, labels == TARGET) > 0.7
+    assert iou(widget.candidate_view.mask, labels == TARGET) > 0.7
     idle(qtbot, widget)

@@ -148,7 +148,7 @@ class Controls(QWidget):
         for label in (self.plane, self.status, self.hint):
             label.setWordWrap(True)
         self.hint.setStyleSheet("color: #ffb000")
-        self.candidates = CandidateButtons()
+        self.candidate_buttons = CandidateButtons()
         self.commit = QPushButton("Commit (C)")
         self.clear = QPushButton("Clear (X)")
         self.undo = QPushButton("Undo")
@@ -196,7 +196,7 @@ class Controls(QWidget):
             modes.addWidget(w)
         form.addRow("prompt", modes)
         form.addRow("object size", self.object_size)
-        form.addRow("candidates", self.candidates)
+        form.addRow("candidates", self.candidate_buttons)
         buttons = QHBoxLayout()
         for b in (self.commit, self.clear, self.undo):
             buttons.addWidget(b)

@@ -81,7 +81,7 @@ class StackActions(QObject):
         if self.job.busy:
             self.job.cancel()
             return
-        where, mask = self.host.cands.where, self.host.cands.mask
+        where, mask = self.host.candidate_view.where, self.host.candidate_view.mask
         if where is None or mask is None or self.host.engine is None:
             self.host.set_status("nothing to propagate: draw a box around an object first")
             return

@@ -3,7 +3,7 @@
 This module only wires things together. The Qt-free parts of the loop (plane geometry,
 click -> box, the commit, the background jobs) live in :mod:`napari_sam.interactive`; here,
 prompt layers are in :mod:`.prompts`, candidate display in :mod:`.candidates`, the labels
-layers made in :mod:`.output`, decoding in :mod:`.predictions`, propagation through the
+layers made in :mod:`.output`, decoding in :mod:`.decoding`, propagation through the
 stack in :mod:`.stack_actions` and all model work in :mod:`.workers` (never on the GUI
 thread).
 """
@@ -28,10 +28,10 @@ from .candidates import CandidateView
 from .controls import CANCEL, EVERYTHING_PLANE, EVERYTHING_STACK, Controls, LayerCombo
 from .lifecycle import Undocked
 from .output import add_labels, new_output_layer
-from .predictions import Predictions
+from .decoding import PromptDecoding
 from .stack_actions import StackActions
 from .prompts import ROLE, PromptLayers
-from .workers import BackgroundJob, Embedder, ModelLoader
+from .workers import BackgroundJob, EmbeddingWorker, ModelLoader
 
 PREFETCH = 1  # neighbouring planes embedded ahead, each side
 SCRUB_DELAY_MS = 80
@@ -79,15 +79,15 @@ class SamWidget(QWidget):
         self._image: Image | None = None
         self._axis = -1  # stack axis moved last: prefetch along it
         self._model_token = 0
-        self.embedder = Embedder(self)
+        self.embedding_worker = EmbeddingWorker(self)
         self.loader = ModelLoader(self.cache, self)
         self.everything = BackgroundJob("SAM: segmenting everything", self)
         keys = {"1": lambda: self.choose(0), "2": lambda: self.choose(1), "3": lambda: self.choose(2),
                 "N": self.next_candidate, "C": self.commit, "X": self.clear, "T": self.toggle_negative,
                 "P": lambda: self.stack.propagate(), "Control-Z": self.undo}
         self.prompts = PromptLayers(viewer, keys)
-        self.cands = CandidateView(viewer)
-        self.predictions = Predictions(self.prompts, self.cands, self)
+        self.candidate_view = CandidateView(viewer)
+        self.decoding = PromptDecoding(self.prompts, self.candidate_view, self)
         self.ui = Controls(LayerCombo(viewer, lambda layer: isinstance(layer, Image), "(choose an image)"),
                            LayerCombo(viewer, self._fits_output, "(new labels layer)"))
         QVBoxLayout(self).addWidget(self.ui)
@@ -127,7 +127,7 @@ class SamWidget(QWidget):
         ui.point_mode.clicked.connect(lambda: self._activate("points"))
         ui.output.layer_changed.connect(self._remember_output)
         ui.negative.toggled.connect(lambda on: setattr(self.prompts, "negative", on))
-        ui.candidates.chosen.connect(self.choose)
+        ui.candidate_buttons.chosen.connect(self.choose)
         ui.commit.clicked.connect(self.commit)
         ui.clear.clicked.connect(self.clear)
         ui.undo.clicked.connect(self.undo)
@@ -141,11 +141,11 @@ class SamWidget(QWidget):
         self.prompts.boxes_changed.connect(self._predict)
         self.prompts.cleared.connect(self._predict)
         self.prompts.layers_removed.connect(self._on_prompt_layers_removed)
-        self.embedder.ready.connect(self._on_plane_ready)
-        self.embedder.idle.connect(self._show_plane_state)  # the last plane's line was drawn while busy
-        self.embedder.failed.connect(self._on_failure)
-        self.predictions.shown.connect(self._show_scores)
-        self.predictions.status.connect(self.set_status)
+        self.embedding_worker.ready.connect(self._on_plane_ready)
+        self.embedding_worker.idle.connect(self._show_plane_state)  # the last plane's line was drawn while busy
+        self.embedding_worker.failed.connect(self._on_failure)
+        self.decoding.shown.connect(self._show_scores)
+        self.decoding.status.connect(self.set_status)
         ui.object_size.valueChanged.connect(self._on_object_size_typed)
         self.loader.loaded.connect(self._on_model_loaded)
         self.loader.failed.connect(self._on_model_failed)
@@ -179,7 +179,8 @@ class SamWidget(QWidget):
         if self._torn_down:
             return
         layers = self.viewer.layers
-        own = [layer for layer in (self.cands.layer, self.prompts.points, self.prompts.boxes) if layer in layers]
+        mine = (self.candidate_view.layer, self.prompts.points, self.prompts.boxes)
+        own = [layer for layer in mine if layer in layers]
         if own and [layers.index(layer) for layer in own] != list(range(len(layers) - len(own), len(layers))):
             active = layers.selection.active
             layers.move_multiple([layers.index(layer) for layer in own], len(layers))
@@ -188,7 +189,7 @@ class SamWidget(QWidget):
 
     def _fits_output(self, layer: Any, view: PlaneView | None = None) -> bool:
         view = view or self.view
-        return (isinstance(layer, Labels) and layer is not self.cands.layer
+        return (isinstance(layer, Labels) and layer is not self.candidate_view.layer
                 and view is not None and tuple(layer.data.shape) == view.shape)
 
     @property
@@ -204,7 +205,7 @@ class SamWidget(QWidget):
         self._model_token += 1
         name, device = self.ui.model.currentData(), self.ui.device.currentText()
         self.engine = None
-        self.embedder.set_engine(None)
+        self.embedding_worker.set_engine(None)
         self._clear_candidates()
         spec = get_spec(name)
         how = "downloading (see the activity dock)" if checkpoint_status(spec)[0] == "needs download" else "loading"
@@ -216,7 +217,7 @@ class SamWidget(QWidget):
             return  # a newer choice is already loading, or the widget closed
         self.engine = engine
         self._loaded = (self.ui.model.currentData(), self.ui.device.currentText(), engine)
-        self.embedder.set_engine(engine)
+        self.embedding_worker.set_engine(engine)
         self.set_status(f"model ready: {engine.model_name} on {engine.predictor.device}")
         (self.ui.box_mode if self.box_only else self.ui.point_mode).setChecked(True)
         self._activate("boxes" if self.box_only else "points")
@@ -238,7 +239,7 @@ class SamWidget(QWidget):
             combo.setCurrentIndex(max(i, 0))
             combo.blockSignals(False)
         self.engine = engine
-        self.embedder.set_engine(engine)
+        self.embedding_worker.set_engine(engine)
         self.index = None
         self._on_dims()
 
@@ -324,7 +325,7 @@ class SamWidget(QWidget):
     def _rebuild_view(self) -> None:
         if self._torn_down:
             return
-        self.embedder.cancel()
+        self.embedding_worker.cancel()
         self._clear_candidates()
         if self._image is not None and self._image not in self.viewer.layers:
             self._image = None
@@ -332,7 +333,7 @@ class SamWidget(QWidget):
         self._show_plane_state()
         if layer is None:
             self.prompts.remove()
-            self.cands.remove()
+            self.candidate_view.remove()
             self.set_status("select an image layer")
             return
         axes = displayed_axes(self.viewer, layer)
@@ -345,7 +346,7 @@ class SamWidget(QWidget):
         except (ValueError, IndexError) as exc:
             self.set_status(f"cannot use {layer.name!r}: {exc}")
             return
-        self.cands.ensure(self.view)
+        self.candidate_view.ensure(self.view)
         self.prompts.ensure(self.view)
         self._raise_own_layers()
         self.ui.output.set_layer(self._output_for_image())
@@ -372,7 +373,7 @@ class SamWidget(QWidget):
     def _request_embedding(self) -> None:
         if self.view is not None and self.index is not None:
             near = self._tiles_near() if self.prefetch_tiles else None
-            self.embedder.request(self.view.source, self.index, PREFETCH, self._axis, near)
+            self.embedding_worker.request(self.view.source, self.index, PREFETCH, self._axis, near)
         self._show_plane_state()
 
     def _tiles_near(self) -> tuple[float, float]:
@@ -461,11 +462,11 @@ class SamWidget(QWidget):
         tiles = engine.tiles_embedded(view.source, index)
         if tiles is not None and tiles[0] == tiles[1]:
             state = f"all {tiles[1]} zoomed tiles embedded, prompts answer at once"
-        elif tiles is not None and self.embedder.busy:
+        elif tiles is not None and self.embedding_worker.busy:
             state = f"embedding zoomed tiles ({tiles[0]} of {tiles[1]}, nearest the cursor first)"
         elif engine.key(view.source, index) in engine.cache:
             state = "embedded; a prompt embeds its zoomed tile when first needed"
-        elif self.embedder.busy:
+        elif self.embedding_worker.busy:
             state = f"embedding ... ({engine.pending()} more queued)"
         else:
             state = "waiting to be embedded"
@@ -498,17 +499,17 @@ class SamWidget(QWidget):
 
     def _predict(self) -> None:
         if self.view is not None and self.index is not None and self.engine is not None:
-            self.predictions.update(self.engine, self.view, self.index, self.box_only)
+            self.decoding.update(self.engine, self.view, self.index, self.box_only)
 
     # ------------------------------------------------------------------ actions
 
     def choose(self, i: int) -> None:
         """Choose candidate ``i`` (0-based)."""
-        if self.cands.select(i):
+        if self.candidate_view.select(i):
             self._show_scores()
 
     def next_candidate(self) -> None:
-        if self.cands.next():
+        if self.candidate_view.next():
             self._show_scores()
 
     def toggle_negative(self) -> None:
@@ -516,12 +517,12 @@ class SamWidget(QWidget):
 
     def commit(self) -> int | None:
         """Write the chosen candidate into the output labels under a new id."""
-        where, mask = self.cands.where, self.cands.mask
+        where, mask = self.candidate_view.where, self.candidate_view.mask
         if where is None or mask is None:
             self.set_status("nothing to commit: draw a box around an object first")
             return None
         view, index = where
-        score = float(self.cands.candidates.scores[self.cands.selected])
+        score = float(self.candidate_view.candidates.scores[self.candidate_view.selected])
         labels = self.output_layer(view)
         try:
             new_id = commit_mask(labels, mask, view, index, overwrite=self.ui.overwrite.isChecked(), score=score)
@@ -609,7 +610,7 @@ class SamWidget(QWidget):
         if self.view is None or self.index is None:
             return
         self.prompts.ensure(self.view)
-        self.cands.ensure(self.view)
+        self.candidate_view.ensure(self.view)
         self.prompts.clear(self.view, self.index)
         self._set_hint("")
 
@@ -624,11 +625,11 @@ class SamWidget(QWidget):
     # ------------------------------------------------------------------ display
 
     def _clear_candidates(self) -> None:
-        self.predictions.clear()
+        self.decoding.clear()
 
     def _show_scores(self) -> None:
-        c = self.cands.candidates
-        self.ui.candidates.set_scores(None if c is None else c.scores, self.cands.selected)
+        c = self.candidate_view.candidates
+        self.ui.candidate_buttons.set_scores(None if c is None else c.scores, self.candidate_view.selected)
 
     def set_status(self, text: str) -> None:
         self.ui.status.setText(text)
@@ -648,10 +649,10 @@ class SamWidget(QWidget):
         self._rebuild_timer.stop()
         self._request_timer.stop()
         self._tiles_timer.stop()
-        self.embedder.set_engine(None)
+        self.embedding_worker.set_engine(None)
         self.stack.detach()
         self.everything.cancel()
-        self.predictions.clear()
+        self.decoding.clear()
         for emitter, callback in self._listening:
             emitter.disconnect(callback)
         self._listening.clear()
@@ -660,7 +661,7 @@ class SamWidget(QWidget):
         self.ui.image.detach()
         self.ui.output.detach()
         self.prompts.detach()
-        self.cands.detach()
+        self.candidate_view.detach()
         self.engine = None
         self.view = None
 

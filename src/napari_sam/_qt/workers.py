@@ -104,7 +104,7 @@ class ActivityBar(QObject):
             self._bar = None
 
 
-class Embedder(QObject):
+class EmbeddingWorker(QObject):
     """Drains an :class:`Engine` queue on a worker, with a progress bar in the activity dock."""
 
     ready = Signal(object)  # PlaneReady
@@ -195,7 +195,7 @@ class Embedder(QObject):
             self.idle.emit()
 
 
-class Decoder(QObject):
+class DecodingWorker(QObject):
     """Runs the (short) decoder on a worker, one job at a time, newest request wins."""
 
     done = Signal(object, object)  # (Candidates, context)

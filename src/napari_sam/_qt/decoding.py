@@ -17,32 +17,32 @@ from ..interactive.planes import PlaneView
 from ..interactive.refine import Refinement
 from .candidates import CandidateView
 from .prompts import PromptLayers
-from .workers import Decoder
+from .workers import DecodingWorker
 
 
-class Predictions(QObject):
+class PromptDecoding(QObject):
     """Turns the prompts of one plane into candidates, refining as points are added."""
 
     shown = Signal()  # candidates appeared or were cleared
     status = Signal(str)
 
-    def __init__(self, prompts: PromptLayers, cands: CandidateView, parent: QObject | None = None) -> None:
+    def __init__(self, prompts: PromptLayers, candidate_view: CandidateView, parent: QObject | None = None) -> None:
         super().__init__(parent)
-        self.prompts, self.cands = prompts, cands
-        self.decoder = Decoder(self)
+        self.prompts, self.candidate_view = prompts, candidate_view
+        self.worker = DecodingWorker(self)
         self._gen = 0
         self._refine = Refinement()
-        self.decoder.done.connect(self._on_decoded)
-        self.decoder.failed.connect(lambda message, _context: self.status.emit(f"prediction failed: {message}"))
+        self.worker.done.connect(self._on_decoded)
+        self.worker.failed.connect(lambda message, _context: self.status.emit(f"prediction failed: {message}"))
 
     @property
     def busy(self) -> bool:
-        return self.decoder.busy
+        return self.worker.busy
 
     def clear(self) -> None:
         """Drop the candidates and whatever decoding is still under way."""
         self._gen += 1
-        self.cands.clear()
+        self.candidate_view.clear()
         self.shown.emit()
 
     def update(self, engine: Engine, view: PlaneView, index: Index, box_only: bool) -> None:
@@ -58,15 +58,15 @@ class Predictions(QObject):
         labels = prompts.labels if points is not None else None
         self._gen += 1
         context = (self._gen, view, index, key, prompts)
-        self.decoder.submit(lambda: engine.segment(view.source, index, points, labels, prompts.box,
+        self.worker.submit(lambda: engine.segment(view.source, index, points, labels, prompts.box,
                                                    mask_input=mask_input, mask_window=window), context)
 
     def _on_decoded(self, candidates: Candidates, context: tuple[Any, ...]) -> None:
         gen, view, index, key, prompts = context
         if gen != self._gen:
             return  # superseded by a newer prompt, plane, image or model
-        self.cands.ensure(view)  # back if the user deleted it
-        self.cands.show(candidates, view, index)
+        self.candidate_view.ensure(view)  # back if the user deleted it
+        self.candidate_view.show(candidates, view, index)
         self._refine.remember(key, prompts, candidates)
         self.shown.emit()
         if candidates.scores.max() <= 0 and not candidates.masks.any():
