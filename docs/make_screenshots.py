@@ -76,15 +76,15 @@ def widget_screenshot() -> None:
     nucleus = max(regionprops(labels), key=lambda r: r.area if 40 < r.centroid[0] < 216 else 0)
     r0, c0, r1, c1 = nucleus.bbox
     widget.prompts.boxes.add_rectangles(np.array([[r0 - 1.5, c0 - 1.5], [r1 + 0.5, c1 + 0.5]]))
-    wait(lambda: widget.cands.candidates is not None and not widget.predictions.busy)
-    widget.choose(widget.cands.selected)
+    wait(lambda: widget.candidate_view.candidates is not None and not widget.decoding.busy)
+    widget.choose(widget.candidate_view.selected)
     camera = viewer.scene.camera
     camera.center = (0.0, (r0 + r1) / 2, (c0 + c1) / 2)
     camera.zoom *= 2.0
     settle(viewer)
 
     out = save(viewer, "widget.png")
-    print(f"saved {out} ({', '.join(b.text() for b in widget.ui.candidates.buttons)})")
+    print(f"saved {out} ({', '.join(b.text() for b in widget.ui.candidate_buttons.buttons)})")
     viewer.close()
 
 
@@ -111,10 +111,10 @@ def stack_screenshot() -> None:
     assert np.array_equal(image, sample_nuclei_3d()[0][0])
     first, second = sorted(regionprops(labels[z]), key=lambda r: r.area)[-2:]
     widget.prompts.boxes.add_rectangles(box3d(z, first.bbox))
-    wait(lambda: widget.cands.candidates is not None and not widget.predictions.busy)
+    wait(lambda: widget.candidate_view.candidates is not None and not widget.decoding.busy)
     assert widget.commit() == 1
     widget.prompts.boxes.add_rectangles(box3d(z, second.bbox))
-    wait(lambda: widget.cands.candidates is not None and not widget.predictions.busy)
+    wait(lambda: widget.candidate_view.candidates is not None and not widget.decoding.busy)
     widget.propagate()  # the second one through the stack: its confidence per slice is listed
     wait(lambda: not widget.propagator.busy)
     viewer.layers.selection.active = widget.prompts.boxes

@@ -26,7 +26,8 @@ from .auto_params import AutoParams
 from .imaging import as_plane, to_intensity
 from .masks import bbox
 from .windows import grid_origins
-from .predictor import Embedding, Predictor
+from .predictor import Predictor
+from .values import Embedding
 from .proposals import box_proposals
 
 ProgressCallback = Callable[[int, int], None]

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 import torch
 
 if TYPE_CHECKING:
-    from .predictor import Embedding
+    from .values import Embedding
 
 Key = tuple[Hashable, ...]
 

@@ -19,7 +19,7 @@ import torch
 
 from .cache import EmbeddingCache, Key
 from .imaging import plane_of
-from .predictor import Candidates, Embedding
+from .values import Candidates, Embedding
 from .prompting import PromptService
 from .windows import Window, nearest_first
 

@@ -26,10 +26,11 @@ import torch
 from .cache import EmbeddingCache
 from .imaging import as_plane, intensity_limits
 from .object_size import estimate_diameter
+from .values import Candidates, Embedding, check_box, check_points
 from .windows import Window, level_for_diameter, level_windows, plan_window
 
 if TYPE_CHECKING:
-    from .predictor import Candidates, Embedding, Predictor
+    from .predictor import Predictor
 
 Key = tuple[Hashable, ...]
 
@@ -136,12 +137,10 @@ class PromptService:
         refines only when the prompt is answered in that same window. The candidates'
         ``logits`` and ``window`` refer to the window they came from.
         """
-        from .predictor import _check_box, _check_points
-
         plane = as_plane(image)
         shape = plane.shape[:2]
-        pts = _check_points(points, labels, shape)
-        bx = _check_box(box, shape)
+        pts = check_points(points, labels, shape)
+        bx = check_box(box, shape)
         if pts is None and bx is None:
             raise ValueError("no prompt given: pass points or a box")
         signature = plane_digest(plane) if signature is None else signature
@@ -271,8 +270,6 @@ class PromptService:
 
     def _cut(self, emb: Embedding, logits: torch.Tensor, scores: torch.Tensor,
              cuts: tuple[float, ...]) -> Candidates:
-        from .predictor import Candidates
-
         up = self.predictor.upscale(logits, emb)
         levels = torch.tensor(cuts, dtype=up.dtype, device=up.device)
         masks = (up > levels[:, None, None]).cpu().numpy()
@@ -368,8 +365,6 @@ def click_box(plane: np.ndarray, point: tuple[float, float], diameter: float | N
 
 def no_object(shape: tuple[int, int], k: int = 3) -> Candidates:
     """Candidates that offer nothing: empty masks scored 0 (a click on background)."""
-    from .predictor import Candidates
-
     return Candidates(np.zeros((k, *shape), dtype=bool), np.zeros(k, dtype=np.float32),
                       np.full((k, 256, 256), -20.0, dtype=np.float32))
 

@@ -46,7 +46,8 @@ from .crossing import MovedAxis, coarse_plane_axis, crossing_prompt, unmove
 from .errors import Cancelled
 from .masks import bbox, box_around, centre, interior_point, object_contrast
 from .metrics import iou
-from .predictor import Embedding, Predictor
+from .predictor import Predictor
+from .values import Embedding
 from .prompting import mask_threshold
 from .tracking import ArrayFrames, Frame, Track, TrackParams, track
 

@@ -41,7 +41,8 @@ import numpy as np
 if TYPE_CHECKING:
     import torch
 
-    from .predictor import Embedding, Predictor
+    from .predictor import Predictor
+    from .values import Embedding
 
 FORMAT = 1
 DIGEST_BYTES = 16
@@ -180,7 +181,7 @@ class EmbeddingStore:
         """The plane's stored embedding (float32 on ``device``), or None if absent or stale."""
         import torch
 
-        from .predictor import Embedding
+        from .values import Embedding
 
         if not self.is_done(index, digest):
             return None
@@ -232,7 +233,7 @@ class EmbeddingStore:
         import torch
 
         from .imaging import resized_shape
-        from .predictor import Embedding
+        from .values import Embedding
 
         i = self._tile_number(tile)
         if i is None:
@@ -431,7 +432,7 @@ def load_embedding(path: str | Path, index: Sequence[int] = ()) -> Embedding | N
     """
     import torch
 
-    from .predictor import Embedding
+    from .values import Embedding
 
     group, meta = open_store(path)
     index = tuple(int(i) for i in index)

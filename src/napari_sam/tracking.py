@@ -32,7 +32,7 @@ from .errors import Cancelled
 from .imaging import finite
 from .masks import bbox, box_around, centre, connected_part, grey, interior_point, object_contrast, shifted
 from .metrics import iou
-from .predictor import Candidates
+from .values import Candidates
 from .prompting import PromptService, plane_digest
 
 

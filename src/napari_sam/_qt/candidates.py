@@ -16,8 +16,8 @@ from qtpy.QtCore import Signal
 from qtpy.QtWidgets import QButtonGroup, QHBoxLayout, QRadioButton, QWidget
 
 from ..engine import Index
-from ..predictor import Candidates
 from ..interactive.planes import PlaneView
+from ..values import Candidates
 from .prompts import ROLE, own_layer
 
 # One colour per candidate, so switching candidates is visible even when masks agree.

@@ -12,9 +12,9 @@ from typing import Any
 from qtpy.QtCore import QObject, Signal
 
 from ..engine import Engine, Index
-from ..predictor import Candidates
 from ..interactive.planes import PlaneView
 from ..interactive.refine import Refinement
+from ..values import Candidates
 from .candidates import CandidateView
 from .prompts import PromptLayers
 from .workers import DecodingWorker

@@ -5,16 +5,15 @@ They raise :class:`~napari_sam.errors.Cancelled` when ``cancel()`` turns true.""
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from typing import Any
 
 import numpy as np
 
 from ..automatic import AutoParams, segment_everything
 from ..automatic_volume import segment_volume
 from ..engine import Engine, Index
-from ..predictor import Candidates
 from ..propagation import propagate_piece, score_piece
 from ..tracking import Track, track
+from ..values import Candidates
 from .planes import PlaneView
 from .prompts import PlanePrompts
 from .stack import StackAlong

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from ..predictor import Candidates
+from ..values import Candidates
 from .prompts import PlanePrompts
 
 
