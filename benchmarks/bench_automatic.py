@@ -39,9 +39,9 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     from napari_sam import Predictor, load_model, propagate
-    from napari_sam.propagation import CARRIES, PropagationParams
-    from napari_sam.automatic import AutoParams, run_with_progress, segment_everything, segment_planes_steps
-    from napari_sam.automatic_volume import segment_volume
+    from napari_sam.segmentation.propagation import CARRIES, PropagationParams
+    from napari_sam.segmentation.automatic import AutoParams, run_with_progress, segment_everything, segment_planes_steps
+    from napari_sam.segmentation.automatic_volume import segment_volume
 
     print(f"{platform.machine()}, torch {torch.__version__}, {torch.get_num_threads()} threads, lite_medsam on cpu")
     predictor = Predictor(load_model("lite_medsam", device="cpu", precision="fp32"))
@@ -92,7 +92,7 @@ def _distributed_volume(volume: np.ndarray, serial: np.ndarray, workers: int) ->
     """Seconds to segment the volume on a warm LocalCluster; fails if its labels differ from ``serial``."""
     import tempfile
 
-    from napari_sam.automatic import AutoParams
+    from napari_sam.segmentation.automatic import AutoParams
     from napari_sam.cli.batch import plan_jobs, run_jobs_distributed
 
     with tempfile.TemporaryDirectory() as tmp:

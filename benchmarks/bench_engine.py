@@ -33,7 +33,7 @@ def gt_boxes(labels: np.ndarray) -> list[tuple[int, np.ndarray]]:
 
 
 def bench_slices(predictor, repeats: int) -> None:
-    from napari_sam.store import embed_stack
+    from napari_sam.embeddings.store import embed_stack
 
     volume = tifffile.imread(DATA / "nuclei3d.tif")
     plane = volume[volume.shape[0] // 2]
@@ -62,7 +62,7 @@ def bench_slices(predictor, repeats: int) -> None:
 
 def bench_segment(predictor, n_prompts: int) -> None:
     from napari_sam.cache import EmbeddingCache
-    from napari_sam.prompting import PromptService
+    from napari_sam.prompting.service import PromptService
 
     image = tifffile.imread(DATA / "nuclei2d.tif")
     labels = tifffile.imread(DATA / "nuclei2d_labels.tif")

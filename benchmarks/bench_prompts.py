@@ -49,7 +49,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def _box_from_click():
     """The widget's click->box policy."""
-    from napari_sam.click_box import box_from_click
+    from napari_sam.prompting.click_box import box_from_click
 
     return box_from_click
 
@@ -140,7 +140,7 @@ def run_variant(pred, name: str, image: np.ndarray, labels: np.ndarray, native_a
         cand = pred.predict(emb, box=box)
         return cand.masks[cand.best]
 
-    from napari_sam.engine import Engine, PlaneSource
+    from napari_sam.embeddings.engine import Engine, PlaneSource
 
     source = PlaneSource(image, rgb=image.ndim == 3)
 

@@ -40,7 +40,7 @@ def child_ours(stack: str, store: str) -> dict:
     import tifffile
 
     from napari_sam import Predictor, load_model
-    from napari_sam.store import embed_stack
+    from napari_sam.embeddings.store import embed_stack
 
     predictor = Predictor(load_model("lite_medsam", device="cpu"))
     data = tifffile.memmap(stack)

@@ -33,7 +33,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
 
     from napari_sam import Predictor, load_model
-    from napari_sam.engine import Engine, PlaneSource
+    from napari_sam.embeddings.engine import Engine, PlaneSource
     from napari_sam.variants import tile
 
     image, labels = tifffile.imread(DATA / "nuclei2d.tif"), tifffile.imread(DATA / "nuclei2d_labels.tif")

@@ -1,5 +1,5 @@
 """Tracking through movies of real nuclei moving 1-5 px per frame: mean per-frame IoU of
-:func:`napari_sam.tracking.track` against the intensity carry of :func:`napari_sam.propagate`,
+:func:`napari_sam.segmentation.tracking.track` against the intensity carry of :func:`napari_sam.propagate`,
 and seconds per object per frame against one embedding of a frame, in the same run.
 
     python benchmarks/bench_tracking.py [--speeds 1,3,5] [--objects 30] [--frames 10] [--threads 1] [--crop]
@@ -24,7 +24,7 @@ import torch
 
 from napari_sam import Predictor, load_model, propagate
 from napari_sam.metrics import iou
-from napari_sam.tracking import ArrayFrames, track
+from napari_sam.segmentation.tracking import ArrayFrames, track
 from napari_sam.variants import moving
 
 DATA = Path(__file__).resolve().parents[1] / "tests" / "data"

@@ -9,7 +9,7 @@ plane of its extent along the axis, then:
 
 - ``plane to plane``: :func:`napari_sam.propagate` with no voxel size (the intensity carry);
 - ``with spacing``: the same given ``spacing`` (z twice y and x), which crosses to z when
-  propagating through y or x (:mod:`napari_sam.crossing`);
+  propagating through y or x (:mod:`napari_sam.segmentation.crossing`);
 - ``oracle``: SAM given the true box on every plane of the nucleus (the prompt service at
   zoom), the ceiling of any plane-by-plane method.
 

@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from napari_sam.architectures import ARCHITECTURES, TABLE, architecture, recognise
+from napari_sam.model.architectures import ARCHITECTURES, TABLE, architecture, recognise
 from napari_sam.model import Sam
-from napari_sam.registry import ModelSpec, list_models, register
+from napari_sam.model.registry import ModelSpec, list_models, register
 
 
 def meta_model(arch: str) -> Sam:
@@ -36,8 +36,8 @@ def test_the_table_agrees_with_the_network_it_builds(arch):
 
 def test_the_bundled_checkpoint_is_recognised_from_its_signature():
     from napari_sam.model import read_checkpoint
-    from napari_sam.registry import get_spec
-    from napari_sam.weights import resolve_checkpoint
+    from napari_sam.model.registry import get_spec
+    from napari_sam.model.weights import resolve_checkpoint
 
     assert recognise(read_checkpoint(resolve_checkpoint(get_spec("lite_medsam")))) == "lite_medsam"
 

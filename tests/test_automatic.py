@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from napari_sam.automatic import (
+from napari_sam.segmentation.automatic import (
     AutoParams, crop_boxes, link_slices, point_grid, propose_steps, run_with_progress, select,
     segment_everything, stability_scores,
 )
@@ -97,7 +97,7 @@ def test_link_slices_joins_overlapping_objects_one_to_one():
 def test_stack_segmentation_finds_real_nuclei_in_3d(lite_predictor, nuclei3d):
     # 51 noisy, crowded, anisotropic nuclei (~7 slices deep, 15 px wide). Each plane
     # segmented on its own and linked by overlap scores F1 0.20 here.
-    from napari_sam.automatic_volume import seeds
+    from napari_sam.segmentation.automatic_volume import seeds
     from napari_sam.cli.batch import segment_array  # what `napari-sam segment` runs on a (Z, H, W) file
 
     volume, truth = nuclei3d
@@ -113,7 +113,7 @@ def test_stack_segmentation_finds_real_nuclei_in_3d(lite_predictor, nuclei3d):
 
 
 def test_stack_segmentation_refuses_bad_input_and_cancels(lite_predictor, nuclei3d):
-    from napari_sam.automatic_volume import segment_volume
+    from napari_sam.segmentation.automatic_volume import segment_volume
 
     with pytest.raises(ValueError, match=r"\(Z, H, W\)"):
         segment_volume(lite_predictor, nuclei3d[0][0])
@@ -125,7 +125,7 @@ def test_stack_segmentation_refuses_bad_input_and_cancels(lite_predictor, nuclei
 
 
 def test_stack_segmentation_takes_nan_as_the_lowest_value(lite_predictor, nuclei3d):
-    from napari_sam.automatic_volume import checked_volume, segment_volume
+    from napari_sam.segmentation.automatic_volume import checked_volume, segment_volume
 
     crop = nuclei3d[0][:, :24, :24].astype(np.float32)
     holed = crop.copy()

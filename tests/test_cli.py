@@ -17,7 +17,7 @@ from napari_sam import cli
 @pytest.fixture
 def model_loads(monkeypatch):
     """Records every attempt to load a model; none is made."""
-    import napari_sam.loading
+    import napari_sam.model.loading
 
     calls = []
 
@@ -25,7 +25,7 @@ def model_loads(monkeypatch):
         calls.append((args, kwargs))
         raise AssertionError("the model must not be loaded")
 
-    monkeypatch.setattr(napari_sam.loading, "load_model", load_model)
+    monkeypatch.setattr(napari_sam.model.loading, "load_model", load_model)
     return calls
 
 
@@ -104,7 +104,7 @@ def test_segment_refuses_two_inputs_with_one_output(images, tmp_path, model_load
 
 
 def test_library_jobs_never_write_over_their_input(images):
-    from napari_sam.automatic import AutoParams
+    from napari_sam.segmentation.automatic import AutoParams
     from napari_sam.cli.batch import Job, run_job, run_jobs_distributed
 
     before = contents(images)
@@ -199,7 +199,7 @@ def test_valid_spellings_are_accepted():
 
 
 def test_segment_options_come_from_the_autoparams_table(images, tmp_path, model_loads, capsys):
-    from napari_sam.auto_params import AutoParams, user_fields
+    from napari_sam.segmentation.auto_params import AutoParams, user_fields
     from napari_sam.cli.segment import params_from_args
 
     parser = cli.build_parser()
@@ -235,7 +235,7 @@ def test_grid_with_a_box_only_model_is_refused_at_once(images, tmp_path, model_l
 def test_embed_and_segment_read_a_zarr_group_alike(tmp_path, model_loads, capsys):
     import zarr
 
-    from napari_sam.automatic import AutoParams
+    from napari_sam.segmentation.automatic import AutoParams
     from napari_sam.cli.batch import Job, plan_jobs, run_job
     from napari_sam.cli.read import open_image
 

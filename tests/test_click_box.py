@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from skimage.measure import regionprops
 
-from napari_sam.click_box import box_from_click
+from napari_sam.prompting.click_box import box_from_click
 from napari_sam._sample_data import synthetic_nuclei
 
 

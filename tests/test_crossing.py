@@ -7,9 +7,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from napari_sam.crossing import MovedAxis, coarse_plane_axis, crossing_prompt, unmove
+from napari_sam.segmentation.crossing import MovedAxis, coarse_plane_axis, crossing_prompt, unmove
 from napari_sam.metrics import iou
-from napari_sam.propagation import propagate, propagate_piece
+from napari_sam.segmentation.propagation import propagate, propagate_piece
 
 
 def test_the_crossed_axis_is_a_plane_axis_clearly_coarser_than_the_stack_axis():
@@ -68,7 +68,7 @@ def _flattened_volume():
 
 
 def test_through_y_with_the_spacing_follows_the_object_along_z(lite_predictor, monkeypatch):
-    import napari_sam.propagation as propagation
+    import napari_sam.segmentation.propagation as propagation
 
     crossings = []
     monkeypatch.setattr(propagation, "MovedAxis", lambda v, b: crossings.append(b) or MovedAxis(v, b))

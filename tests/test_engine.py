@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from napari_sam.engine import EmbeddingCache, Engine, PlaneSource, data_signature
+from napari_sam.embeddings.engine import EmbeddingCache, Engine, PlaneSource, data_signature
 from napari_sam.predictor import Embedding
 
 
@@ -263,7 +263,7 @@ def test_tiles_are_embedded_nearest_first_and_then_prompts_cost_a_decoder_call(l
     """The engine embeds the plane, then its tiles at the objects' zoom, nearest the
     point asked first; afterwards a box or a click on a typical object embeds nothing more
     and reuses the decoder's prepared image of its tile."""
-    from napari_sam.engine import Engine, PlaneSource
+    from napari_sam.embeddings.engine import Engine, PlaneSource
     from napari_sam.metrics import iou
 
     image, labels = nuclei2d
@@ -306,7 +306,7 @@ def test_tiles_are_embedded_nearest_first_and_then_prompts_cost_a_decoder_call(l
 
 
 def test_a_newer_request_drops_the_tiles_of_the_old_one(lite_predictor, nuclei2d):
-    from napari_sam.engine import Engine, PlaneSource
+    from napari_sam.embeddings.engine import Engine, PlaneSource
 
     image, _ = nuclei2d
     engine = Engine(lite_predictor)
@@ -322,7 +322,7 @@ def test_a_newer_request_drops_the_tiles_of_the_old_one(lite_predictor, nuclei2d
 def test_a_small_plane_is_embedded_once_for_the_plane_and_its_prompts(lite_predictor, nuclei3d):
     """A plane smaller than the smallest tile is its own only window: a prompt on it reuses
     the plane's embedding (no second encoder pass), with the masks that pass would give."""
-    from napari_sam.engine import Engine, PlaneSource
+    from napari_sam.embeddings.engine import Engine, PlaneSource
     from napari_sam.metrics import iou
 
     volume, labels = nuclei3d

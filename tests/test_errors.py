@@ -13,7 +13,7 @@ import torch
 
 from napari_sam import cli
 from napari_sam.device import select_device
-from napari_sam.engine import Engine, PlaneSource
+from napari_sam.embeddings.engine import Engine, PlaneSource
 from napari_sam.errors import (
     QT_INSTALL_HINT,
     DeviceUnavailableError,
@@ -218,9 +218,9 @@ def test_engine_embedding_out_of_memory(lite_predictor, encoder_out_of_memory):
 
 
 def test_cli_embed_out_of_memory(lite_predictor, encoder_out_of_memory, stack_file, tmp_path, monkeypatch, capsys):
-    import napari_sam.loading
+    import napari_sam.model.loading
 
-    monkeypatch.setattr(napari_sam.loading, "load_model", lambda *a, **k: lite_predictor.model)
+    monkeypatch.setattr(napari_sam.model.loading, "load_model", lambda *a, **k: lite_predictor.model)
     code = cli.main(["embed", str(stack_file), "-o", str(tmp_path / "s.zarr"), "--device", "cpu"])
     err = capsys.readouterr().err
     assert code == 1

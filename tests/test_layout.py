@@ -1,10 +1,14 @@
-"""The layers of the code: nothing outside napari_sam._qt imports Qt, and the interactive
-core imports neither Qt nor napari."""
+"""The layers of the code: the package tree is the layers (model -> predictor and prompt
+service -> embeddings -> segmentation -> interactive core -> _qt and cli), each module imports
+only its layer and the ones below, nothing outside napari_sam._qt imports Qt, and the
+interactive core imports neither Qt nor napari."""
 
 from __future__ import annotations
 
+import ast
 import subprocess
 import sys
+from pathlib import Path
 
 IMPORT_ALL = """
 import importlib, pkgutil, sys
@@ -41,3 +45,59 @@ def test_no_module_outside_qt_imports_a_qt_binding():
 def test_the_interactive_core_imports_neither_qt_nor_napari():
     count, gui = imported("napari_sam.interactive")
     assert count >= 6 and gui == set(), gui
+
+
+# --------------------------------------------------------------------------- layers
+
+SRC = Path(__file__).resolve().parents[1] / "src" / "napari_sam"
+
+# Each package or module of napari_sam, by layer: a module may import its own layer and the
+# ones below it, never one above (at module level, inside functions, or for type checking).
+LAYERS = {
+    "errors": 0, "device": 0, "files": 0, "values": 0, "imaging": 0, "masks": 0, "metrics": 0, "cache": 0,
+    "variants": 0, "model": 0,
+    "predictor": 1, "prompting": 1,
+    "embeddings": 2,
+    "segmentation": 3,
+    "interactive": 4,
+    "_qt": 5, "cli": 5, "_sample_data": 5, "__init__": 5, "__main__": 5,
+}
+
+
+def imports_of(path: Path) -> set[str]:
+    """The napari_sam top-level names (packages or modules) that ``path`` imports."""
+    package = path.relative_to(SRC.parent).with_suffix("").parts[:-1]
+    if path.name == "__init__.py":
+        package = path.relative_to(SRC.parent).parts[:-1]
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package[: len(package) - node.level + 1]
+                parts = [*base, *(node.module.split(".") if node.module else [])]
+            else:
+                parts = (node.module or "").split(".")
+            if parts[0] == "napari_sam" and len(parts) > 1:
+                found.add(parts[1])
+            elif parts == ["napari_sam"]:
+                found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.Import):
+            found.update(a.name.split(".")[1] for a in node.names if a.name.startswith("napari_sam."))
+    return found
+
+
+def test_every_module_imports_only_its_layer_and_the_ones_below():
+    wrong = []
+    for path in sorted(SRC.rglob("*.py")):
+        rel = path.relative_to(SRC).with_suffix("").parts
+        own = LAYERS[rel[0]]
+        for name in imports_of(path):
+            if LAYERS.get(name, 5) > own:
+                wrong.append(f"{'/'.join(rel)} (layer {own}) imports {name} (layer {LAYERS.get(name)})")
+    assert len(list(SRC.rglob("*.py"))) > 60
+    assert not wrong, "\n".join(wrong)
+
+
+def test_the_tree_is_the_layers():
+    top = {p.stem if p.is_file() else p.name for p in SRC.iterdir() if p.suffix == ".py" or (p / "__init__.py").exists()}
+    assert top == set(LAYERS), top ^ set(LAYERS)

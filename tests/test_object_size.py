@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from skimage.measure import regionprops
 
-from napari_sam.object_size import default_diameter, estimate_diameter
+from napari_sam.prompting.object_size import default_diameter, estimate_diameter
 from napari_sam.variants import standard_variants
 
 

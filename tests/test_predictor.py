@@ -131,7 +131,7 @@ def test_box_hanging_over_the_border_is_cut(lite_predictor, nuclei2d_embedding):
 
 
 def test_wrong_architecture_checkpoint_names_the_mismatch(lite_medsam):
-    from napari_sam.weights import resolve_checkpoint
+    from napari_sam.model.weights import resolve_checkpoint
 
     path = resolve_checkpoint(lite_medsam.spec)
     with pytest.raises(CheckpointError, match="lite_medsam model, but vit_b was requested"):
@@ -141,7 +141,7 @@ def test_wrong_architecture_checkpoint_names_the_mismatch(lite_medsam):
 
 
 def test_corrupt_and_missing_checkpoints(tmp_path, lite_medsam):
-    from napari_sam.weights import resolve_checkpoint
+    from napari_sam.model.weights import resolve_checkpoint
 
     data = resolve_checkpoint(lite_medsam.spec).read_bytes()
     cut = tmp_path / "cut.pth"

@@ -8,8 +8,8 @@ import pytest
 
 from napari_sam.cache import EmbeddingCache
 from napari_sam.metrics import iou
-from napari_sam.prompting import PromptService, prompt_extent
-from napari_sam.windows import Window, plan_window
+from napari_sam.prompting.service import PromptService, prompt_extent
+from napari_sam.prompting.windows import Window, plan_window
 
 from .conftest import gt_boxes
 

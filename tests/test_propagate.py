@@ -9,7 +9,7 @@ from skimage.measure import regionprops
 
 from napari_sam.errors import Cancelled
 from napari_sam.metrics import iou
-from napari_sam.propagation import PropagationParams, propagate, propagate_piece
+from napari_sam.segmentation.propagation import PropagationParams, propagate, propagate_piece
 
 
 def _ellipsoid(shape, centre, radii):
@@ -168,7 +168,7 @@ def test_real_nucleus_volume_through_y_is_followed_along_z(lite_predictor, nucle
 
 def test_the_package_level_function_is_not_shadowed_by_its_module():
     import napari_sam
-    import napari_sam.automatic_volume  # noqa: F401  (imports the module that holds propagate)
+    import napari_sam.segmentation.automatic_volume  # noqa: F401  (imports the module that holds propagate)
 
     assert napari_sam.propagate is propagate and callable(napari_sam.propagate)
 

@@ -13,7 +13,7 @@ import torch
 
 from napari_sam.cli import main
 from napari_sam.predictor import Embedding, Predictor
-from napari_sam.store import (
+from napari_sam.embeddings.store import (
     EmbeddingStore, StackLayout, StoreConflictError, embed_stack, iter_embed_stack, load_embedding,
 )
 
@@ -232,10 +232,10 @@ def test_cli_explains_a_folder_given_as_input(tmp_path, capsys):
 @pytest.fixture
 def cli_model(lite_medsam, monkeypatch):
     """`napari-sam embed` with the session's LiteMedSAM instead of loading it again."""
-    import napari_sam.loading
+    import napari_sam.model.loading
 
     loads = []
-    monkeypatch.setattr(napari_sam.loading, "load_model", lambda *a, **k: loads.append(1) or lite_medsam)
+    monkeypatch.setattr(napari_sam.model.loading, "load_model", lambda *a, **k: loads.append(1) or lite_medsam)
     return loads
 
 
@@ -282,8 +282,8 @@ def test_zoomed_tiles_go_to_the_store_and_the_engine_serves_them(tmp_path, lite_
     """``napari-sam embed --tiles`` stores each plane's zoomed tiles; an engine with the
     store attached takes them from there (no encoder call) and answers prompts with exactly
     the masks it would compute itself."""
-    from napari_sam.engine import Engine, PlaneSource
-    from napari_sam.store import EmbeddingStore, StackLayout
+    from napari_sam.embeddings.engine import Engine, PlaneSource
+    from napari_sam.embeddings.store import EmbeddingStore, StackLayout
 
     image, labels = nuclei2d
     stack = np.stack([image[:192, :192], image[192:384, 192:384]])

@@ -8,8 +8,8 @@ import pytest
 
 from napari_sam.errors import Cancelled
 from napari_sam.metrics import iou
-from napari_sam.propagation import propagate
-from napari_sam.tracking import ArrayFrames, TrackParams, motion, track
+from napari_sam.segmentation.propagation import propagate
+from napari_sam.segmentation.tracking import ArrayFrames, TrackParams, motion, track
 from napari_sam.variants import moving
 
 FRAMES = 8
@@ -117,7 +117,7 @@ def test_unsure_frames_are_flagged_and_a_run_of_them_stops(frames, movie):
 
 
 def test_an_intensity_carried_object_gets_the_same_confidence_and_flags(lite_predictor, movie):
-    from napari_sam.propagation import propagate_piece, score_piece
+    from napari_sam.segmentation.propagation import propagate_piece, score_piece
 
     image, truth = movie
     k = _objects(truth, 1)[0]

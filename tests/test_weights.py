@@ -29,8 +29,8 @@ import torch
 
 from napari_sam import cli
 from napari_sam.device import select_device
-from napari_sam.registry import ModelSpec, get_spec, list_models, register, unregister
-from napari_sam.weights import (
+from napari_sam.model.registry import ModelSpec, get_spec, list_models, register, unregister
+from napari_sam.model.weights import (
     WeightsError,
     cache_dir,
     checkpoint_status,
@@ -354,8 +354,8 @@ def test_full_disk_is_reported(server, cache, make_spec, tmp_path):
     make_spec(server.route("/w/tiny.pth", send_bytes(PAYLOAD)))
     script = f"""
         import resource, signal, sys
-        from napari_sam.registry import ModelSpec, register
-        from napari_sam.weights import WeightsError, download
+        from napari_sam.model.registry import ModelSpec, register
+        from napari_sam.model.weights import WeightsError, download
         spec = ModelSpec(name="t", arch="vit_b", title="t", filename={FILENAME!r},
                          url={server.url("/w/tiny.pth")!r}, sha256={PAYLOAD_SHA!r}, size_bytes={len(PAYLOAD)})
         register(spec)
@@ -413,8 +413,8 @@ def _run_python(script: str, cache: Path, background: bool = False):
 def test_concurrent_processes_share_one_download(server, cache):
     url = server.route("/w/tiny.pth", send_bytes(PAYLOAD, delay=0.1))
     script = f"""
-        from napari_sam.registry import ModelSpec
-        from napari_sam.weights import download
+        from napari_sam.model.registry import ModelSpec
+        from napari_sam.model.weights import download
         spec = ModelSpec(name="t", arch="vit_b", title="t", filename={FILENAME!r},
                          url={url!r}, sha256={PAYLOAD_SHA!r}, size_bytes={len(PAYLOAD)})
         print(download(spec))
@@ -455,7 +455,7 @@ def test_lock_file_left_by_killed_process_does_not_block(server, cache, make_spe
     assert lock.exists()
 
     # Waiting on the dead holder would end in the lock-timeout error.
-    monkeypatch.setattr("napari_sam.weights._LOCK_TIMEOUT", 5.0)
+    monkeypatch.setattr("napari_sam.model.weights._LOCK_TIMEOUT", 5.0)
     assert resolve_checkpoint(spec).read_bytes() == PAYLOAD
     assert server.hits("/w/tiny.pth") == 1
     assert sorted(p.name for p in cache.iterdir()) == [FILENAME, FILENAME + ".sha256"]
@@ -463,7 +463,7 @@ def test_lock_file_left_by_killed_process_does_not_block(server, cache, make_spe
 
 def test_waiting_for_a_live_lock_holder_times_out(server, cache, make_spec, monkeypatch):
     spec = make_spec(server.route("/w/tiny.pth", send_bytes(PAYLOAD)))
-    monkeypatch.setattr("napari_sam.weights._LOCK_TIMEOUT", 0.5)
+    monkeypatch.setattr("napari_sam.model.weights._LOCK_TIMEOUT", 0.5)
     holder = _hold_lock(cache)
     try:
         with pytest.raises(WeightsError, match="Another process is downloading") as info:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from napari_sam.windows import Window, level_for_diameter, level_windows, nearest_first, plan_window, top_level
+from napari_sam.prompting.windows import Window, level_for_diameter, level_windows, nearest_first, plan_window, top_level
 
 
 @pytest.mark.parametrize("shape", [(512, 512), (300, 700), (2048, 2048), (100, 90)])

@@ -10,28 +10,29 @@ __version__ = "0.1.0"
 # Public names and the modules holding them; imported on first use so that the CLI and
 # napari's plugin discovery do not pay for importing torch up front.
 _EXPORTS = {
-    "load_model": "loading",
+    "load_model": "model.loading",
     "Predictor": "predictor",
-    "Embedding": "predictor",
-    "Candidates": "predictor",
-    "DEFAULT_MODEL": "registry",
-    "ModelSpec": "registry",
-    "get_spec": "registry",
-    "list_models": "registry",
-    "register": "registry",
-    "propagate": "propagation",
-    "propagate_labels": "propagation",
-    "track": "tracking",
+    "Embedding": "values",
+    "Candidates": "values",
+    "DEFAULT_MODEL": "model.registry",
+    "ModelSpec": "model.registry",
+    "get_spec": "model.registry",
+    "list_models": "model.registry",
+    "register": "model.registry",
+    "propagate": "segmentation.propagation",
+    "propagate_labels": "segmentation.propagation",
+    "track": "segmentation.tracking",
 }
 
 __all__ = sorted(_EXPORTS)
 
 if TYPE_CHECKING:
-    from .loading import load_model
-    from .predictor import Candidates, Embedding, Predictor
-    from .propagation import propagate, propagate_labels
-    from .tracking import track
-    from .registry import DEFAULT_MODEL, ModelSpec, get_spec, list_models, register
+    from .model.loading import load_model
+    from .model.registry import DEFAULT_MODEL, ModelSpec, get_spec, list_models, register
+    from .predictor import Predictor
+    from .segmentation.propagation import propagate, propagate_labels
+    from .segmentation.tracking import track
+    from .values import Candidates, Embedding
 
 
 def __getattr__(name: str) -> Any:

@@ -9,13 +9,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .architectures import architecture
+from .model.architectures import architecture
 from .errors import friendly_oom
 from .imaging import DEFAULT_PERCENTILES, as_plane, model_input
 from .model import Sam
 from .model.fast import decoder_autocast, encoder_input
 from .model.transformer import PreparedImage
-from .prompting import Cache, PromptService
+from .prompting.service import Cache, PromptService
 from .values import Candidates, Embedding, check_box, check_mask_input, check_points
 
 class Predictor:
@@ -60,11 +60,11 @@ class Predictor:
         allows, and large planes are served window by window; the masks are (K, H, W) at
         the plane's size. Window embeddings are kept in ``cache`` (anything with
         ``get(key)``/``put(key, embedding)``), by default a small LRU of this predictor.
-        ``options`` are those of :meth:`PromptService.segment <napari_sam.prompting.PromptService.segment>`,
+        ``options`` are those of :meth:`PromptService.segment <napari_sam.prompting.service.PromptService.segment>`,
         for instance ``diameter``: the objects' typical size in pixels, measured from the
         image when not given, which sets the zoom for clicks. Box-only models (LiteMedSAM)
-        get the box around the object under the clicks (:mod:`.click_box`); a click on
-        background gives empty candidates scored 0. See :mod:`.prompting`.
+        get the box around the object under the clicks (:mod:`napari_sam.prompting.click_box`); a click on
+        background gives empty candidates scored 0. See :mod:`napari_sam.prompting`.
         """
         return self.prompts(cache).segment(image, points, labels, box, multimask, **options)
 
@@ -87,7 +87,7 @@ class Predictor:
 
         For box-only models (LiteMedSAM) the three are the single mask cut at the
         threshold, then tighter and looser, all with its one predicted IoU (see
-        :meth:`~napari_sam.prompting.PromptService.decode`).
+        :meth:`~napari_sam.prompting.service.PromptService.decode`).
 
         ``labels`` are 1 (object) or 0 (background) per point, all 1 when omitted.
         ``mask_input`` is a previous candidate's low-res logits, (256, 256).

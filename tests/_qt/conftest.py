@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pytest
 
-from napari_sam.engine import EmbeddingCache
+from napari_sam.embeddings.engine import EmbeddingCache
 from napari_sam.metrics import iou  # noqa: F401 (the widget tests import it from here)
 
 # Mesa's software OpenGL (what napari draws with under xvfb) and triton both carry LLVM:
@@ -156,7 +156,7 @@ def extra_models():
     one that claims to answer points (to drive the point-prompt path of the widget)."""
     import dataclasses
 
-    from napari_sam.registry import get_spec, register, unregister
+    from napari_sam.model.registry import get_spec, register, unregister
 
     base = get_spec("lite_medsam")
     copy = dataclasses.replace(base, name="lite_medsam_copy", title="LiteMedSAM (copy)", aliases=())

@@ -7,8 +7,8 @@ import dataclasses
 
 import pytest
 
-from napari_sam.registry import get_spec, register, unregister
-from napari_sam.weights import CACHE_ENV, locate_bundled
+from napari_sam.model.registry import get_spec, register, unregister
+from napari_sam.model.weights import CACHE_ENV, locate_bundled
 
 from .conftest import TIMEOUT_MS, idle
 

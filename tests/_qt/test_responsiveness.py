@@ -9,7 +9,7 @@ import numpy as np
 from napari.utils import progress
 from qtpy.QtCore import QTimer
 
-from napari_sam.engine import EmbeddingCache, Engine, PlaneSource
+from napari_sam.embeddings.engine import EmbeddingCache, Engine, PlaneSource
 
 from .conftest import TIMEOUT_MS, idle
 

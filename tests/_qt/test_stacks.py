@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 from skimage.measure import regionprops
 
-from napari_sam.engine import EmbeddingCache
+from napari_sam.embeddings.engine import EmbeddingCache
 
 from .conftest import TIMEOUT_MS, box_corners, idle, iou, wait_candidates
 

@@ -8,7 +8,7 @@ import tifffile
 
 from napari_sam import cli
 from napari_sam.cache import EmbeddingCache
-from napari_sam.store import EmbeddingStore, StackLayout
+from napari_sam.embeddings.store import EmbeddingStore, StackLayout
 
 from .conftest import TIMEOUT_MS, idle
 

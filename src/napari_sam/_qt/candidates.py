@@ -15,7 +15,7 @@ from napari.utils.colormaps import DirectLabelColormap
 from qtpy.QtCore import Signal
 from qtpy.QtWidgets import QButtonGroup, QHBoxLayout, QRadioButton, QWidget
 
-from ..engine import Index
+from ..embeddings.engine import Index
 from ..interactive.planes import PlaneView
 from ..values import Candidates
 from .prompts import ROLE, own_layer

@@ -15,8 +15,8 @@ from qtpy.QtWidgets import (
     QRadioButton, QSpinBox, QVBoxLayout, QWidget,
 )
 
-from ..automatic import AutoParams
-from ..registry import list_models
+from ..segmentation.automatic import AutoParams
+from ..model.registry import list_models
 from .candidates import CandidateButtons
 from .frames import FrameList
 

@@ -11,7 +11,7 @@ from typing import Any
 
 from qtpy.QtCore import QObject, Signal
 
-from ..engine import Engine, Index
+from ..embeddings.engine import Engine, Index
 from ..interactive.planes import PlaneView
 from ..interactive.refine import Refinement
 from ..values import Candidates

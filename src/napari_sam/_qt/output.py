@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from ..engine import Index
+from ..embeddings.engine import Index
 from ..interactive.commit import labels_dtype
 from ..interactive.planes import PlaneView
 from ..interactive.stack import StackAlong

@@ -1,6 +1,6 @@
 """The prompt layers: a Points layer (positive/negative clicks) and a Shapes layer (boxes).
 
-They live in labels space (see :mod:`.planes`), so their data coordinates are the image's.
+They live in labels space (see :mod:`napari_sam.interactive.planes`), so their data coordinates are the image's.
 Shift+click adds a point of the opposite polarity; :attr:`PromptLayers.negative` flips
 the default. Every finished edit is announced by one of :class:`PromptLayers`' signals.
 
@@ -17,8 +17,8 @@ import numpy as np
 from napari.layers import Points, Shapes
 from qtpy.QtCore import QObject, Signal
 
-from ..engine import Index
-from ..prompting import click_box
+from ..embeddings.engine import Index
+from ..prompting.service import click_box
 from ..interactive.planes import PlaneView
 from ..interactive.prompts import PlanePrompts
 
@@ -220,7 +220,7 @@ class PromptLayers(QObject):
 
     def points_to_boxes(self, view: PlaneView, diameter: float | None = None) -> tuple[int, int, int]:
         """For box-only models: a box around the object under each positive point, for
-        objects of about ``diameter`` pixels (the one policy: :func:`~napari_sam.prompting.click_box`).
+        objects of about ``diameter`` pixels (the one policy: :func:`~napari_sam.prompting.service.click_box`).
 
         All points are removed. Returns (boxes added, negative points dropped, clicks that
         found no object).

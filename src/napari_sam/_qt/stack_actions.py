@@ -10,12 +10,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from qtpy.QtCore import QObject
 
-from ..engine import Index, along
+from ..embeddings.engine import Index, along
 from ..interactive.commit import commit_planes, extend_objects
 from ..interactive.jobs import label_planes, propagate_all_job, propagation_job
 from ..interactive.planes import PlaneView, is_time_axis
 from ..interactive.stack import StackAlong
-from ..tracking import Track
+from ..segmentation.tracking import Track
 from .controls import CANCEL_PROPAGATE, PROPAGATE, PROPAGATE_ALL
 from .workers import BackgroundJob
 

@@ -18,12 +18,12 @@ from napari.utils.notifications import show_warning
 from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import QVBoxLayout, QWidget
 
-from ..engine import Engine, EmbeddingCache, Index, PlaneReady
+from ..embeddings.engine import Engine, EmbeddingCache, Index, PlaneReady
 from ..interactive.commit import commit_mask
 from ..interactive.jobs import everything_job
 from ..interactive.planes import PlaneView, displayed_axes
-from ..registry import get_spec
-from ..weights import checkpoint_status
+from ..model.registry import get_spec
+from ..model.weights import checkpoint_status
 from .candidates import CandidateView
 from .controls import CANCEL, EVERYTHING_PLANE, EVERYTHING_STACK, Controls, LayerCombo
 from .lifecycle import Undocked
@@ -263,7 +263,7 @@ class SamWidget(QWidget):
     def open_store(self, path: str) -> bool:
         """Serve the current image's planes from an embedding store made by ``napari-sam embed``
         (for this layer's data and the chosen model); planes embedded here are added to it."""
-        from ..store import EmbeddingStore, StackLayout
+        from ..embeddings.store import EmbeddingStore, StackLayout
 
         if self.engine is None or self.view is None:
             self._on_failure("choose an image and wait for the model before opening an embedding store")

@@ -15,7 +15,7 @@ from typing import Any
 from napari.utils import progress
 from qtpy.QtCore import QObject, QTimer, Signal
 
-from ..engine import Engine, EmbeddingCache, Index, PlaneReady, PlaneSource
+from ..embeddings.engine import Engine, EmbeddingCache, Index, PlaneReady, PlaneSource
 from ..errors import Cancelled
 from .lifecycle import guarded, run_on_worker
 
@@ -296,7 +296,7 @@ class ModelLoader(QObject):
                       on_finished=self.bar.close)
 
     def _build(self, name: str, device: str) -> Engine:
-        from ..loading import load_model
+        from ..model.loading import load_model
         from ..predictor import Predictor
 
         report = guarded(self, self.downloading.emit)

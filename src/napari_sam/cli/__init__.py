@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 
 from .. import __version__
 from ..errors import DeviceUnavailableError, NotEnoughMemoryError, QtBindingError
-from ..weights import WeightsError
+from ..model.weights import WeightsError
 from .arguments import ArgumentParser, Handler, Subparsers
 from .embed import add_embed_command
 from .models import add_download_command, add_models_command

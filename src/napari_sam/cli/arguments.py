@@ -14,7 +14,7 @@ import re
 from collections.abc import Callable
 from pathlib import Path
 
-from ..registry import ModelSpec, get_spec, list_models
+from ..model.registry import ModelSpec, get_spec, list_models
 
 # argparse has no public name for the object add_subparsers() returns.
 Subparsers = argparse._SubParsersAction

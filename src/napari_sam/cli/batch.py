@@ -25,9 +25,9 @@ from .outputs import path_identities, paths_overlap, same_path
 from .read import IMAGE_SUFFIXES, is_image_path, read_image, stem
 
 if TYPE_CHECKING:  # imported where used: they pull in torch
-    from ..automatic import AutoParams
-    from ..automatic_volume import Seed
-    from ..propagation import Piece
+    from ..segmentation.automatic import AutoParams
+    from ..segmentation.automatic_volume import Seed
+    from ..segmentation.propagation import Piece
 
 
 @dataclass(frozen=True)
@@ -123,8 +123,8 @@ def is_plane(image: np.ndarray) -> bool:
 def segment_array(predictor, image: np.ndarray, params: AutoParams,
                   progress: Callable[[int, int], None] | None = None) -> np.ndarray:
     """2D planes (H, W) / RGB (H, W, 3|4) -> 2D labels; stacks (Z, H, W) -> 3D labels."""
-    from ..automatic import segment_everything
-    from ..automatic_volume import segment_volume
+    from ..segmentation.automatic import segment_everything
+    from ..segmentation.automatic_volume import segment_volume
 
     if is_plane(image):
         return segment_everything(predictor, image, params, progress)
@@ -247,8 +247,8 @@ def _segment_spread(predictor, image: np.ndarray, params: AutoParams, progress=N
         return segment_array(predictor, image, params, progress)
     from distributed import worker_client
 
-    from ..automatic import run_with_progress
-    from ..automatic_volume import assemble_steps, checked_volume, plan_seeds
+    from ..segmentation.automatic import run_with_progress
+    from ..segmentation.automatic_volume import assemble_steps, checked_volume, plan_seeds
 
     volume = checked_volume(image)
     planned = plan_seeds(volume, params)
@@ -263,7 +263,7 @@ def _segment_spread(predictor, image: np.ndarray, params: AutoParams, progress=N
 
 
 def _carry_on_worker(volume: np.ndarray, group: list[Seed], key: tuple) -> list[Piece]:
-    from ..automatic_volume import carry_seed
+    from ..segmentation.automatic_volume import carry_seed
 
     predictor = _worker_predictor(key)
     return [carry_seed(predictor, volume, seed) for seed in group]

@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..registry import DEFAULT_MODEL
+from ..model.registry import DEFAULT_MODEL
 from .arguments import Subparsers, add_command, device_argument, model_argument
 from .outputs import check_writable_folder, path_within, same_path
 from .progress import TerminalProgress
@@ -48,9 +48,9 @@ def _store_name(source: Path) -> Path:
 def check_output(source: str | Path, output: str | Path, overwrite: bool = False) -> None:
     """Everything about ``output`` that can be checked before a model is loaded: it is not
     the input (nor inside it, nor around it), it holds nothing but a store that may be
-    written to (see :func:`napari_sam.store.check_store_path`), and files can be created
+    written to (see :func:`napari_sam.embeddings.store.check_store_path`), and files can be created
     there. Raises ValueError or OSError with what to do; writes nothing."""
-    from ..store import check_store_path
+    from ..embeddings.store import check_store_path
 
     relation = ("is the input" if same_path(output, source) else "lies inside the input" if path_within(output, source)
                 else "contains the input" if path_within(source, output) else "")
@@ -77,10 +77,10 @@ def run_embed(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     from ..errors import NotEnoughMemoryError
-    from ..loading import load_model
+    from ..model.loading import load_model
     from ..predictor import Predictor
-    from ..store import embed_stack
-    from ..weights import WeightsError
+    from ..embeddings.store import embed_stack
+    from ..model.weights import WeightsError
 
     try:
         predictor = Predictor(load_model(args.model, device=args.device))

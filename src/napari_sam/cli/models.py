@@ -7,8 +7,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from ..registry import DEFAULT_MODEL, ModelSpec, get_spec, list_models
-from ..weights import WeightsError, cache_dir, checkpoint_status, download, download_url, locate_bundled
+from ..model.registry import DEFAULT_MODEL, ModelSpec, get_spec, list_models
+from ..model.weights import WeightsError, cache_dir, checkpoint_status, download, download_url, locate_bundled
 from .arguments import Subparsers, add_command
 from .progress import TerminalProgress
 

@@ -8,8 +8,8 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from ..auto_params import AutoParams, UserField, check_method, user_fields
-from ..registry import ARCHITECTURES, DEFAULT_MODEL
+from ..segmentation.auto_params import AutoParams, UserField, check_method, user_fields
+from ..model.registry import ARCHITECTURES, DEFAULT_MODEL
 from .arguments import Subparsers, add_command, device_argument, model_argument, registry_spec
 from .outputs import check_writable_folder
 from .progress import TerminalProgress
@@ -106,7 +106,7 @@ def run_segment(args: argparse.Namespace) -> int:
             device=args.device if args.device != "auto" else "cpu",
             precision=args.precision, overwrite=args.overwrite, on_result=on_result)
     else:
-        from ..loading import load_model
+        from ..model.loading import load_model
         from ..predictor import Predictor
 
         predictor = Predictor(load_model(args.model, model_type=args.model_type, device=args.device,

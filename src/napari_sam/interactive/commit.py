@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from ..engine import Index, along
+from ..embeddings.engine import Index, along
 from .planes import PlaneView
 
 

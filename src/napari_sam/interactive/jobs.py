@@ -8,11 +8,11 @@ from collections.abc import Callable, Iterator
 
 import numpy as np
 
-from ..automatic import AutoParams, segment_everything
-from ..automatic_volume import segment_volume
-from ..engine import Engine, Index
-from ..propagation import propagate_piece, score_piece
-from ..tracking import Track, track
+from ..segmentation.automatic import AutoParams, segment_everything
+from ..segmentation.automatic_volume import segment_volume
+from ..embeddings.engine import Engine, Index
+from ..segmentation.propagation import propagate_piece, score_piece
+from ..segmentation.tracking import Track, track
 from ..values import Candidates
 from .planes import PlaneView
 from .prompts import PlanePrompts
@@ -29,7 +29,7 @@ def propagation_job(engine: Engine, stack: StackAlong, z: int, mask: np.ndarray,
                     carry: str = "intensity", spacing: tuple[float, float, float] | None = None,
                     ) -> Callable[..., Track]:
     """The work of carrying ``mask`` (plane pixels on slice ``z``) through ``stack``, as a
-    :class:`~.workers.BackgroundJob` function returning a :class:`~napari_sam.tracking.Track`
+    :class:`~napari_sam._qt.workers.BackgroundJob` function returning a :class:`~napari_sam.segmentation.tracking.Track`
     (masks with a confidence per slice). ``fixes`` are the prompts the user drew on other
     slices: their best masks are taken as given there.
 
@@ -38,7 +38,7 @@ def propagation_job(engine: Engine, stack: StackAlong, z: int, mask: np.ndarray,
     object's brightness and ends it by its profile (z stacks of fluorescent nuclei).
     ``spacing``: the voxel size along (stack, rows, cols), the layer's scale; a volume
     propagated along a fine axis from planes that hold a coarse one is followed along the
-    coarse axis (:mod:`napari_sam.crossing`).
+    coarse axis (:mod:`napari_sam.segmentation.crossing`).
     """
     if carry not in JOB_CARRIES:
         raise ValueError(f"carry must be one of {JOB_CARRIES}, got {carry!r}")
@@ -62,8 +62,8 @@ def propagate_all_job(engine: Engine, stack: StackAlong, z: int, plane_labels: n
                       carry: str = "intensity", spacing: tuple[float, float, float] | None = None,
                       ) -> Callable[..., dict[int, Track]]:
     """The work of carrying every object of ``plane_labels`` (slice ``z``) through
-    ``stack``: a :class:`~.workers.BackgroundJob` function returning object id -> its
-    :class:`~napari_sam.tracking.Track` (each frame a crop: memory follows the objects)."""
+    ``stack``: a :class:`~napari_sam._qt.workers.BackgroundJob` function returning object id -> its
+    :class:`~napari_sam.segmentation.tracking.Track` (each frame a crop: memory follows the objects)."""
     ids = [int(k) for k in np.unique(plane_labels) if k > 0]
 
     def run(progress: Callable[[int, int], None], cancel: Callable[[], bool]) -> dict[int, Track]:
@@ -121,7 +121,7 @@ def _best_mask(engine: Engine, stack: StackAlong, k: int, prompts: PlanePrompts)
 
 def everything_job(engine: Engine, view: PlaneView, index: Index, whole_stack: bool,
                    params: AutoParams) -> Callable[..., np.ndarray]:
-    """A :class:`~.workers.BackgroundJob` function returning the plane's (H, W) labels, or
+    """A :class:`~napari_sam._qt.workers.BackgroundJob` function returning the plane's (H, W) labels, or
     the (Z, H, W) labels of the stack along the axis next to the plane."""
     predictor = engine.predictor
 

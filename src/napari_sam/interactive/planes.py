@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from ..engine import Index, PlaneSource
+from ..embeddings.engine import Index, PlaneSource
 
 
 @dataclass(frozen=True)

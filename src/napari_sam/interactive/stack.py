@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from ..engine import Index, PlaneSource, along
+from ..embeddings.engine import Index, PlaneSource, along
 
 
 class StackAlong:

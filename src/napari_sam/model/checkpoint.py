@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..architectures import recognise
+from .architectures import recognise
 
 # Training scripts (micro-sam, MedSAM, lightning) wrap the state dict under one of these.
 _WRAPPER_KEYS = ("model_state", "model", "state_dict")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from ..architectures import architecture
+from .architectures import architecture
 from .mask_decoder import MaskDecoder
 from .prompt_encoder import PromptEncoder
 from .vit import ViTDetEncoder

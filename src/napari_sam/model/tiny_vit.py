@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..architectures import architecture
+from .architectures import architecture
 from .common import GELU, add_, from_windows, gelu_, make_neck, to_windows
 
 __all__ = ["TinyViTConfig", "TINY_VIT_CONFIGS", "TinyViTEncoder", "relative_bias_index"]

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..architectures import architecture
+from .architectures import architecture
 from .common import FeedForward, add_, from_windows, make_neck, to_windows
 
 

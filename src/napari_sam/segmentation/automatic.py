@@ -21,13 +21,13 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import torch
 
-from .errors import Cancelled
+from ..errors import Cancelled
 from .auto_params import AutoParams
-from .imaging import as_plane, to_intensity
-from .masks import bbox
-from .windows import grid_origins
-from .predictor import Predictor
-from .values import Embedding
+from ..imaging import as_plane, to_intensity
+from ..masks import bbox
+from ..prompting.windows import grid_origins
+from ..predictor import Predictor
+from ..values import Embedding
 from .proposals import box_proposals
 
 ProgressCallback = Callable[[int, int], None]
@@ -121,7 +121,7 @@ def segment_planes_steps(
     """Segment each plane of a (Z, H, W) volume on its own, yielding (planes done, total),
     then link the per-plane objects into 3D objects by overlap; returns (Z, H, W) int32
     labels. For objects that are large in every plane; small blob-like ones (nuclei) are
-    found better by :func:`napari_sam.automatic_volume.segment_volume`."""
+    found better by :func:`napari_sam.segmentation.automatic_volume.segment_volume`."""
     vol = np.asarray(volume) if not hasattr(volume, "shape") else volume
     if len(vol.shape) != 3:
         raise ValueError(f"expected a (Z, H, W) volume, got shape {tuple(vol.shape)}")

@@ -4,7 +4,7 @@ Each next frame is prompted from the previous result moved by the object's estim
 motion: the object's pixels on the previous frame are matched (normalised
 cross-correlation over its mask) in the next frame near where its last velocity would
 take it, and the moved box (plus an interior point for point-capable models) is answered
-by the prompt service at zoom (:class:`~napari_sam.prompting.PromptService`). So an object moving
+by the prompt service at zoom (:class:`~napari_sam.prompting.service.PromptService`). So an object moving
 several pixels per frame is not lost, as it is when the previous mask is only grown.
 
 Every frame gets a confidence and may be flagged unsure: the model's predicted IoU is
@@ -28,12 +28,12 @@ from typing import Protocol
 import numpy as np
 from scipy import ndimage as ndi
 
-from .errors import Cancelled
-from .imaging import finite
-from .masks import bbox, box_around, centre, connected_part, grey, interior_point, object_contrast, shifted
-from .metrics import iou
-from .values import Candidates
-from .prompting import PromptService, plane_digest
+from ..errors import Cancelled
+from ..imaging import finite
+from ..masks import bbox, box_around, centre, connected_part, grey, interior_point, object_contrast, shifted
+from ..metrics import iou
+from ..values import Candidates
+from ..prompting.service import PromptService, plane_digest
 
 
 @dataclass(frozen=True)

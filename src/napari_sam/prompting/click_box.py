@@ -17,7 +17,7 @@ from skimage.filters import threshold_otsu
 from skimage.morphology import h_maxima
 from skimage.segmentation import watershed
 
-from .masks import bbox
+from ..masks import bbox
 
 Box = tuple[float, float, float, float]
 

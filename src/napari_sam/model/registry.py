@@ -1,7 +1,7 @@
 """Known SAM-family models: which architecture, which weights file, what each is good at.
 
 Facts about an architecture (input size, normalisation, checkpoint layout) live in
-:mod:`napari_sam.architectures`; an entry here names one and adds its weights.
+:mod:`napari_sam.model.architectures`; an entry here names one and adds its weights.
 """
 
 from __future__ import annotations

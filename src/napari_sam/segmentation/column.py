@@ -4,7 +4,7 @@ A :class:`Piece` is an object within its bounding column, so a stack's objects c
 memory by their size. An :class:`ObjectColumn` is the stack cut to the window around the
 object, all slices, read once and denoised: it measures the object's
 :class:`Appearance` on its start slice, finds its extent from the intensity profile
-(see :mod:`napari_sam.propagation`), and grows a mask from one slice to the next.
+(see :mod:`napari_sam.segmentation.propagation`), and grows a mask from one slice to the next.
 """
 
 from __future__ import annotations
@@ -15,12 +15,12 @@ from typing import Protocol
 import numpy as np
 from scipy import ndimage as ndi
 
-from .imaging import finite
-from .masks import connected_part
+from ..imaging import finite
+from ..masks import connected_part
 
 
 class ColumnParams(Protocol):
-    """The settings a column reads (:class:`~napari_sam.propagation.PropagationParams` has them)."""
+    """The settings a column reads (:class:`~napari_sam.segmentation.propagation.PropagationParams` has them)."""
 
     denoise_sigma: float
     profile_sigma: float

@@ -25,10 +25,10 @@ from scipy import ndimage as ndi
 from skimage.feature import peak_local_max
 
 from .automatic import AutoParams, run_with_progress
-from .errors import Cancelled
-from .imaging import finite
-from .masks import bbox
-from .predictor import Predictor
+from ..errors import Cancelled
+from ..imaging import finite
+from ..masks import bbox
+from ..predictor import Predictor
 from .column import Piece
 from .propagation import PropagationParams, propagate_piece
 

@@ -20,7 +20,7 @@ ways (:attr:`PropagationParams.carry`):
   object's bright part.
 - ``"motion"``: for movies. The object is followed as it moves, each frame answered by SAM
   at zoom, and it ends where the model and the image say it is gone
-  (:func:`napari_sam.tracking.track`; its extent does not come from the profile).
+  (:func:`napari_sam.segmentation.tracking.track`; its extent does not come from the profile).
 
 The start slice is segmented by SAM on the denoised slice, zoomed in on the prompt
 (:meth:`Predictor.segment`), unless a start mask or a correction is given. Objects darker
@@ -43,12 +43,12 @@ import torch
 
 from .column import ObjectColumn, Piece
 from .crossing import MovedAxis, coarse_plane_axis, crossing_prompt, unmove
-from .errors import Cancelled
-from .masks import bbox, box_around, centre, interior_point, object_contrast
-from .metrics import iou
-from .predictor import Predictor
-from .values import Embedding
-from .prompting import mask_threshold
+from ..errors import Cancelled
+from ..masks import bbox, box_around, centre, interior_point, object_contrast
+from ..metrics import iou
+from ..predictor import Predictor
+from ..values import Embedding
+from ..prompting.service import mask_threshold
 from .tracking import ArrayFrames, Frame, Track, TrackParams, track
 
 CARRIES = ("intensity", "model", "motion")
@@ -99,7 +99,7 @@ def propagate_piece(
     embed on demand, kept for this call). ``spacing`` is the voxel size along (stack,
     rows, cols), e.g. the napari layer's ``scale``: where a plane axis is sampled much more
     coarsely than the stack axis (z, seen in z x y or z x x planes), the object is followed
-    along that axis instead, through the planes it is sharp in (:mod:`napari_sam.crossing`).
+    along that axis instead, through the planes it is sharp in (:mod:`napari_sam.segmentation.crossing`).
     Returns the object as a :class:`Piece`.
     """
     shape = tuple(getattr(volume, "shape", np.shape(volume)))
@@ -343,7 +343,7 @@ def _motion_piece(predictor: Predictor, volume: object, z: int, points: object, 
                   mask: np.ndarray | None, corrections: dict[int, np.ndarray],
                   progress: Callable[[int, int], None] | None, cancel: Callable[[], bool] | None) -> Piece:
     """The object followed by its motion (``carry="motion"``), as one piece over the window
-    all its frames share (for long movies of a moving object, :func:`~napari_sam.tracking.track`
+    all its frames share (for long movies of a moving object, :func:`~napari_sam.segmentation.tracking.track`
     keeps each frame's crop instead)."""
     service = predictor.prompts()
     frames = ArrayFrames(service, volume)

@@ -9,8 +9,8 @@ from pathlib import Path
 import torch
 
 from .architectures import ARCHITECTURES, recognise
-from .model import CheckpointError, Sam, load_state_dict, read_checkpoint
-from .model.fast import apply_precision, resolve_precision
+from . import CheckpointError, Sam, load_state_dict, read_checkpoint
+from .fast import apply_precision, resolve_precision
 from .registry import ModelSpec, get_spec
 
 
@@ -47,8 +47,8 @@ def load_model(
     natively, fp32 elsewhere.
     The returned module carries ``.spec`` (what it is and is good at) and ``.precision``.
     """
-    from .device import select_device
-    from .errors import friendly_oom
+    from ..device import select_device
+    from ..errors import friendly_oom
     from .weights import resolve_checkpoint
 
     spec, path = spec_for(name_or_path, model_type)

@@ -23,14 +23,14 @@ from typing import TYPE_CHECKING, Protocol
 import numpy as np
 import torch
 
-from .cache import EmbeddingCache
-from .imaging import as_plane, intensity_limits
+from ..cache import EmbeddingCache
+from ..imaging import as_plane, intensity_limits
 from .object_size import estimate_diameter
-from .values import Candidates, Embedding, check_box, check_points
+from ..values import Candidates, Embedding, check_box, check_points
 from .windows import Window, level_for_diameter, level_windows, plan_window
 
 if TYPE_CHECKING:
-    from .predictor import Predictor
+    from ..predictor import Predictor
 
 Key = tuple[Hashable, ...]
 
@@ -227,7 +227,7 @@ class PromptService:
         return self._remember(self._limits, signature, lambda: intensity_limits(plane, self.predictor.percentiles))
 
     def plane_diameter(self, plane: np.ndarray, signature: Hashable) -> float:
-        """The plane's typical object diameter (:func:`~napari_sam.object_size.estimate_diameter`), once per signature."""
+        """The plane's typical object diameter (:func:`~napari_sam.prompting.object_size.estimate_diameter`), once per signature."""
         return self._remember(self._diameters, signature, lambda: estimate_diameter(plane))
 
     def known_diameter(self, signature: Hashable) -> float | None:
@@ -325,7 +325,7 @@ def clicks_to_box(plane: np.ndarray, points: tuple[np.ndarray, np.ndarray],
 
 def click_box(plane: np.ndarray, point: tuple[float, float], diameter: float | None = None,
               ) -> tuple[float, float, float, float] | None:
-    """The box around the object under one click (see :func:`~napari_sam.click_box.box_from_click`),
+    """The box around the object under one click (see :func:`~napari_sam.prompting.click_box.box_from_click`),
     found at any magnification: objects larger than :data:`CLICK_DIAMETER` are looked for
     on a block-averaged copy of the neighbourhood where they have about that size. With the
     objects' ``diameter`` known, the box reaches at most :data:`CLICK_REACH` diameters from

@@ -12,7 +12,7 @@ it is sharp in, is found as well as when the user works in z.
 So when the stack axis is finely sampled and a plane axis coarsely (from the layer's
 ``scale``, or ``spacing=`` in the API), the start mask's trace on the sharp plane through
 its centre becomes the prompt there, and the object is propagated along the coarse axis.
-This module holds the geometry; :func:`napari_sam.propagation.propagate_piece` uses it.
+This module holds the geometry; :func:`napari_sam.segmentation.propagation.propagate_piece` uses it.
 """
 
 from __future__ import annotations

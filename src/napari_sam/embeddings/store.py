@@ -10,7 +10,7 @@ Layout (zarr >= 3)::
       tile_digest   uint8   (*stack, T, 16)       per-tile signature (the plane's digest)
 
 The tiles are the windows the prompt service answers prompts from (see
-:mod:`napari_sam.prompting`), recorded with their bounds in the group's attributes; a
+:mod:`napari_sam.prompting.service`), recorded with their bounds in the group's attributes; a
 store made for other tiles (another object size) gets its tile arrays made afresh.
 
 A plane counts as stored only once its digest is written, after its features: an
@@ -41,8 +41,8 @@ import numpy as np
 if TYPE_CHECKING:
     import torch
 
-    from .predictor import Predictor
-    from .values import Embedding
+    from ..predictor import Predictor
+    from ..values import Embedding
 
 FORMAT = 1
 DIGEST_BYTES = 16
@@ -82,7 +82,7 @@ class StackLayout:
     def of(cls, data: Any, channel_axis: int | None = None, rgb: bool = False,
            plane_axes: tuple[int, int] = (-2, -1)) -> StackLayout:
         """Describe ``data`` (validated by reading its first plane)."""
-        from .imaging import plane_of
+        from ..imaging import plane_of
 
         shape = tuple(int(n) for n in data.shape)
         spatial = len(shape) - (1 if rgb else 0)
@@ -181,7 +181,7 @@ class EmbeddingStore:
         """The plane's stored embedding (float32 on ``device``), or None if absent or stale."""
         import torch
 
-        from .values import Embedding
+        from ..values import Embedding
 
         if not self.is_done(index, digest):
             return None
@@ -232,8 +232,8 @@ class EmbeddingStore:
         """A stored tile's embedding (float32 on ``device``), or None if absent or stale."""
         import torch
 
-        from .imaging import resized_shape
-        from .values import Embedding
+        from ..imaging import resized_shape
+        from ..values import Embedding
 
         i = self._tile_number(tile)
         if i is None:
@@ -318,7 +318,7 @@ def check_store_path(path: str | Path, source: str | None = None, overwrite: boo
 
 
 def _meta(predictor: Predictor, layout: StackLayout) -> dict[str, Any]:
-    from .imaging import resized_shape
+    from ..imaging import resized_shape
 
     img_size = int(predictor.model.img_size)
     pe = predictor.model.prompt_encoder
@@ -368,8 +368,8 @@ def iter_embed_stack(
     With ``tiles``, each plane's zoomed tiles are stored too, for objects of ``object_size``
     pixels (measured on the first plane when None): the windows the widget answers prompts from.
     """
-    from .imaging import intensity_limits, plane_of
-    from .prompting import PromptService
+    from ..imaging import intensity_limits, plane_of
+    from ..prompting.service import PromptService
 
     layout = StackLayout.of(data, channel_axis, rgb, plane_axes)
     store = EmbeddingStore.open(path, predictor, layout, overwrite=overwrite, source=source)
@@ -432,7 +432,7 @@ def load_embedding(path: str | Path, index: Sequence[int] = ()) -> Embedding | N
     """
     import torch
 
-    from .values import Embedding
+    from ..values import Embedding
 
     group, meta = open_store(path)
     index = tuple(int(i) for i in index)

@@ -17,11 +17,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from .cache import EmbeddingCache, Key
-from .imaging import plane_of
-from .values import Candidates, Embedding
-from .prompting import PromptService
-from .windows import Window, nearest_first
+from ..cache import EmbeddingCache, Key
+from ..imaging import plane_of
+from ..values import Candidates, Embedding
+from ..prompting.service import PromptService
+from ..prompting.windows import Window, nearest_first
 
 Index = tuple[int, ...]
 
@@ -249,7 +249,7 @@ class Engine:
                 box: object = None, multimask: bool = True, mask_input: np.ndarray | None = None,
                 mask_window: tuple[int, int, int, int] | None = None) -> Candidates:
         """Answer a prompt on plane ``index`` at zoom, from its tiles when they are embedded
-        (see :class:`~napari_sam.prompting.PromptService`); masks cover the whole plane."""
+        (see :class:`~napari_sam.prompting.service.PromptService`); masks cover the whole plane."""
         plane = self.read_plane(source, index)
         key = self.key(source, index)
         service = self.prompts
@@ -297,7 +297,7 @@ class Engine:
     # ----------------------------------------------------------------- disk store
 
     def attach_store(self, source: PlaneSource, store: Any) -> None:
-        """Read planes of ``source`` from an :class:`~napari_sam.store.EmbeddingStore` when
+        """Read planes of ``source`` from an :class:`~napari_sam.embeddings.store.EmbeddingStore` when
         they are there (unchanged), and write the planes computed here into it."""
         self._stores[source.signature] = store
         self.store_error = None

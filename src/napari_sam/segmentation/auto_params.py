@@ -12,7 +12,7 @@ from dataclasses import dataclass, field, fields, replace
 from typing import TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:
-    from .predictor import Predictor
+    from ..predictor import Predictor
 
 
 def _user(default: Any, help: str, *, option: str | None = None, low: float | None = None,

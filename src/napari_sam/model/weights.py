@@ -27,7 +27,7 @@ from typing import BinaryIO, Literal
 import platformdirs
 from filelock import FileLock, Timeout
 
-from .files import part_file
+from ..files import part_file
 from .registry import ModelSpec
 
 __all__ = [
