@@ -26,7 +26,8 @@ def bench_vit_b(repeats: int, precision: str) -> None:
     from segment_anything import SamPredictor, build_sam_vit_b
 
     from napari_sam import Predictor
-    from napari_sam.model import Sam, load_state_dict
+    from napari_sam.model.checkpoint import load_state_dict
+    from napari_sam.model.sam import Sam
     from napari_sam.model.fast import apply_precision, resolve_precision
 
     torch.manual_seed(0)

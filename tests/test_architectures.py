@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from napari_sam.model.architectures import ARCHITECTURES, TABLE, architecture, recognise
-from napari_sam.model import Sam
+from napari_sam.model.sam import Sam
 from napari_sam.model.registry import ModelSpec, list_models, register
 
 
@@ -35,7 +35,7 @@ def test_the_table_agrees_with_the_network_it_builds(arch):
 
 
 def test_the_bundled_checkpoint_is_recognised_from_its_signature():
-    from napari_sam.model import read_checkpoint
+    from napari_sam.model.checkpoint import read_checkpoint
     from napari_sam.model.registry import get_spec
     from napari_sam.model.weights import resolve_checkpoint
 

@@ -231,7 +231,7 @@ def test_cli_embed_out_of_memory(lite_predictor, encoder_out_of_memory, stack_fi
 
 def test_load_model_out_of_memory(monkeypatch):
     from napari_sam import load_model
-    from napari_sam.model import Sam
+    from napari_sam.model.sam import Sam
 
     def to(self, *args, **kwargs):
         raise torch.OutOfMemoryError(CUDA_OOM)

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from napari_sam import Predictor
-from napari_sam.model import Sam
+from napari_sam.model.sam import Sam
 from napari_sam.model.fast import apply_precision, bf16_is_fast, fold_batchnorms, resolve_precision
 
 from .conftest import perturb_

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from napari_sam import Predictor
-from napari_sam.model import Sam, load_state_dict
+from napari_sam.model.checkpoint import load_state_dict
+from napari_sam.model.sam import Sam
 
 from .conftest import perturb_
 

@@ -9,7 +9,7 @@ import torch
 
 from napari_sam import Candidates, Predictor, load_model
 from napari_sam.metrics import iou
-from napari_sam.model import CheckpointError
+from napari_sam.model.checkpoint import CheckpointError
 
 from .conftest import gt_boxes
 

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from .model.architectures import architecture
 from .errors import friendly_oom
 from .imaging import DEFAULT_PERCENTILES, as_plane, model_input
-from .model import Sam
+from .model.sam import Sam
 from .model.fast import decoder_autocast, encoder_input
 from .model.transformer import PreparedImage
 from .prompting.service import Cache, PromptService

@@ -9,7 +9,8 @@ from pathlib import Path
 import torch
 
 from .architectures import ARCHITECTURES, recognise
-from . import CheckpointError, Sam, load_state_dict, read_checkpoint
+from .checkpoint import CheckpointError, load_state_dict, read_checkpoint
+from .sam import Sam
 from .fast import apply_precision, resolve_precision
 from .registry import ModelSpec, get_spec
 
