@@ -15,6 +15,7 @@ import numpy as np
 from skimage.measure import regionprops
 
 from napari_sam._qt import SamDock
+from napari_sam.metrics import iou
 
 from .conftest import TIMEOUT_MS, box_corners, click, idle, press, wait_candidates
 
@@ -86,13 +87,9 @@ def test_close_then_reopen_reuses_the_layers_and_the_labels(make_napari_viewer, 
     assert widget.ui.output.layer() is out
     boxes.data = []
     draw_and_commit(viewer, widget, qtbot, labels, 71)
-    assert out.data.max() == 2 and iou_of(out.data == 2, labels == 71) > 0.7
+    assert out.data.max() == 2 and iou(out.data == 2, labels == 71) > 0.7
     assert sum(n.endswith("SAM labels") for n in names(viewer)) == 1
     idle(qtbot, widget)
-
-
-def iou_of(a, b):
-    return (a & b).sum() / (a | b).sum()
 
 
 def test_a_second_image_gets_the_prompts_on_top_and_its_own_labels(sam, qtbot, nuclei2d):
@@ -160,7 +157,12 @@ def test_deleted_prompt_layers_come_back_with_the_mode_button(sam, qtbot, nuclei
 def test_grid_with_a_box_only_model_says_so_at_once(sam, qtbot, nuclei2d):
     image, _ = nuclei2d
     viewer, widget = sam(image)
-    widget.ui.method.setCurrentText("grid")
+    from napari_sam.segmentation.auto_params import AutoParams
+
+    form = widget.ui.auto_form  # made by magicgui from AutoParams' table of user fields
+    form.method.native.setCurrentText("grid")
+    form.min_diameter.native.setValue(9)
+    assert widget.ui.auto_params() == AutoParams(method="grid", min_diameter=9.0)
     widget.ui.everything_plane.click()
     qtbot.waitUntil(lambda: not widget.everything.busy, timeout=10_000)
     assert "boxes" in widget.ui.status.text() and "failed" in widget.ui.status.text()

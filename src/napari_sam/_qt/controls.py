@@ -1,6 +1,7 @@
 """The dock widget's form: selectors, candidate buttons, action buttons, status lines.
 
-Plain Qt with no behaviour beyond keeping the layer lists current; :mod:`.widget` wires it.
+Plain Qt with no behaviour beyond keeping the layer lists current, and the automatic
+segmentation fields made by magicgui from their table; :mod:`.widget` wires it.
 """
 
 from __future__ import annotations
@@ -9,14 +10,15 @@ from collections.abc import Callable
 from functools import cache
 from typing import Any
 
+from magicgui.widgets import Container, create_widget
 from qtpy.QtCore import Qt, Signal
 from qtpy.QtWidgets import (
-    QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout, QGroupBox, QHBoxLayout, QLabel, QPushButton,
+    QCheckBox, QComboBox, QFormLayout, QGroupBox, QHBoxLayout, QLabel, QPushButton,
     QRadioButton, QSpinBox, QVBoxLayout, QWidget,
 )
 
-from ..segmentation.automatic import AutoParams
 from ..model.registry import list_models
+from ..segmentation.auto_params import AutoParams, user_fields
 from .candidates import CandidateButtons
 from .frames import FrameList
 
@@ -41,7 +43,13 @@ PROPAGATE_ALL = "All objects of this plane"
 
 
 class LayerCombo(QComboBox):
-    """Layers of the viewer that pass ``accept``, kept current as layers come and go."""
+    """Layers of the viewer that pass ``accept``, kept current as layers come, go and are
+    renamed, with ``layer_changed`` whenever the chosen layer changes, its deletion included.
+
+    Not magicgui's ComboBox: it is refreshed only when something calls its
+    ``reset_choices``, and then drops a deleted choice without a ``changed`` event, while the
+    widget must hear of it at once (a deleted output layer must never be written into).
+    """
 
     layer_changed = Signal(object)
 
@@ -166,12 +174,7 @@ class Controls(QWidget):
         self.follow.setToolTip("motion: follow the object as it moves, SAM on every frame (movies); "
                                "intensity: carry it by its brightness, ending where its profile ends (z stacks)")
         self.frames = FrameList()
-        defaults = AutoParams()
-        self.method = QComboBox()
-        self.method.addItems(["auto", "boxes", "grid"])
-        self.method.setToolTip("auto: boxes for box-trained models (LiteMedSAM), SAM's point grid otherwise")
-        self.min_diameter = _spin(defaults.min_diameter, "smallest object, pixels")
-        self.max_diameter = _spin(defaults.max_diameter, "largest object, pixels")
+        self.auto_form = auto_form()
         self.everything_plane = QPushButton(EVERYTHING_PLANE)
         self.everything_stack = QPushButton(EVERYTHING_STACK)
         self.store = QPushButton("Use embedding store ...")
@@ -180,8 +183,7 @@ class Controls(QWidget):
 
     def auto_params(self) -> AutoParams:
         """The automatic-segmentation parameters set in the form."""
-        return AutoParams(method=self.method.currentText(), min_diameter=self.min_diameter.value(),
-                          max_diameter=self.max_diameter.value())
+        return AutoParams(**self.auto_form.asdict())
 
     def _lay_out(self) -> None:
         form = QFormLayout()
@@ -207,16 +209,12 @@ class Controls(QWidget):
         for w in (QLabel("through"), self.through, QLabel("follow"), self.follow):
             along.addWidget(w)
         everything = QGroupBox("segment everything (into a new labels layer)")
-        auto_form = QFormLayout(everything)
-        auto_form.addRow("method", self.method)
-        sizes = QHBoxLayout()
-        for w in (self.min_diameter, QLabel("to"), self.max_diameter):
-            sizes.addWidget(w)
-        auto_form.addRow("diameter", sizes)
+        auto_layout = QVBoxLayout(everything)
+        auto_layout.addWidget(self.auto_form.native)
         runs = QHBoxLayout()
         for b in (self.everything_plane, self.everything_stack):
             runs.addWidget(b)
-        auto_form.addRow(runs)
+        auto_layout.addLayout(runs)
         help_box = QGroupBox("shortcuts (on the SAM prompt layers)")
         help_layout = QVBoxLayout(help_box)
         help_layout.addWidget(QLabel("<br>".join(f"<b>{k}</b>: {v}" for k, v in SHORTCUTS)))
@@ -235,10 +233,15 @@ class Controls(QWidget):
         layout.addStretch(1)
 
 
-def _spin(value: float, tip: str) -> QDoubleSpinBox:
-    box = QDoubleSpinBox()
-    box.setRange(2.0, 2000.0)
-    box.setDecimals(0)
-    box.setValue(value)
-    box.setToolTip(tip)
-    return box
+def auto_form() -> Container:
+    """The automatic-segmentation fields shown in the dock, made by magicgui from the table
+    of :class:`AutoParams` fields users set (the command line's options come from it too)."""
+    widgets = []
+    for f in user_fields():
+        if f.widget:
+            options = {"tooltip": f.help, "min": f.low, "max": f.high, "choices": f.choices}
+            widgets.append(create_widget(
+                value=f.default, annotation=f.kind, name=f.name, label=f.name.replace("_", " "),
+                widget_type="ComboBox" if f.choices else None,
+                options={k: v for k, v in options.items() if v is not None}))
+    return Container(widgets=widgets, labels=True)

@@ -30,8 +30,8 @@ Method = Literal["auto", "boxes", "grid"]
 class AutoParams:
     """Parameters of automatic segmentation; the selection ones are cheap to change."""
 
-    method: Method = _user("auto", "boxes: detector boxes refined by SAM (the default for box-trained "
-                           "models); grid: SAM's point grid", widget=True)
+    method: Method = _user("auto", "auto: boxes for box-trained models (LiteMedSAM), the grid otherwise; "
+                           "boxes: detector boxes refined by SAM; grid: SAM's point grid", widget=True)
     # boxes method: expected object diameters in pixels, for the proposals and the zoom.
     min_diameter: float = _user(6.0, "smallest object, pixels", low=2.0, high=2000.0, widget=True)
     max_diameter: float = _user(60.0, "largest object, pixels", low=2.0, high=2000.0, widget=True)
