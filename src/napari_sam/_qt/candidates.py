@@ -18,6 +18,7 @@ from qtpy.QtWidgets import QButtonGroup, QHBoxLayout, QRadioButton, QWidget
 from ..embeddings.engine import Index
 from ..interactive.planes import PlaneView
 from ..values import Candidates
+from .layers import add_quietly
 from .prompts import ROLE, own_layer
 
 # One colour per candidate, so switching candidates is visible even when masks agree.
@@ -61,10 +62,7 @@ class CandidateView:
                             translate=self.layer_translate(view, None), opacity=0.55,
                             colormap=DirectLabelColormap(color_dict=_COLORS), metadata={ROLE: "candidates"})
         self.layer.editable = False
-        active = self.viewer.layers.selection.active
-        self.viewer.layers.append(self.layer)
-        if active is not None and active in self.viewer.layers:
-            self.viewer.layers.selection.active = active
+        add_quietly(self.viewer, self.layer)
 
     @staticmethod
     def layer_translate(view: PlaneView, index: Index | None) -> np.ndarray:

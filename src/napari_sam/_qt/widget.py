@@ -3,7 +3,7 @@
 This module only wires things together. The Qt-free parts of the loop (plane geometry,
 click -> box, the commit, the background jobs) live in :mod:`napari_sam.interactive`; here,
 prompt layers are in :mod:`.prompts`, candidate display in :mod:`.candidates`, the labels
-layers made in :mod:`.output`, decoding in :mod:`.decoding`, propagation through the
+layers made in :mod:`.layers`, decoding in :mod:`.decoding`, propagation through the
 stack in :mod:`.stack_actions` and all model work in :mod:`.workers` (never on the GUI
 thread).
 """
@@ -27,7 +27,7 @@ from ..model.weights import checkpoint_status
 from .candidates import CandidateView
 from .controls import CANCEL, EVERYTHING_PLANE, EVERYTHING_STACK, Controls, LayerCombo
 from .lifecycle import Undocked
-from .output import add_labels, new_output_layer
+from .layers import add_labels, new_output_layer
 from .decoding import PromptDecoding
 from .stack_actions import StackActions
 from .prompts import ROLE, PromptLayers
@@ -137,18 +137,21 @@ class SamWidget(QWidget):
         self.everything.failed.connect(lambda message: self._everything_ended(f"segment everything failed: {message}"))
         self.everything.cancelled.connect(lambda: self._everything_ended("segment everything cancelled"))
         ui.store.clicked.connect(self._choose_store)
-        self.prompts.points_changed.connect(self._on_points_changed)
-        self.prompts.boxes_changed.connect(self._predict)
-        self.prompts.cleared.connect(self._predict)
-        self.prompts.layers_removed.connect(self._on_prompt_layers_removed)
-        self.embedding_worker.ready.connect(self._on_plane_ready)
-        self.embedding_worker.idle.connect(self._show_plane_state)  # the last plane's line was drawn while busy
-        self.embedding_worker.failed.connect(self._on_failure)
-        self.decoding.shown.connect(self._show_scores)
-        self.decoding.status.connect(self.set_status)
-        ui.object_size.valueChanged.connect(self._on_object_size_typed)
-        self.loader.loaded.connect(self._on_model_loaded)
-        self.loader.failed.connect(self._on_model_failed)
+        for signal, slot in (  # what the prompt layers and the workers report, and who hears it
+            (self.prompts.points_changed, self._on_points_changed),
+            (self.prompts.boxes_changed, self._predict),
+            (self.prompts.cleared, self._predict),
+            (self.prompts.layers_removed, self._on_prompt_layers_removed),
+            (self.embedding_worker.ready, self._on_plane_ready),
+            (self.embedding_worker.idle, self._show_plane_state),  # the last plane's line was drawn while busy
+            (self.embedding_worker.failed, self._on_failure),
+            (self.decoding.shown, self._show_scores),
+            (self.decoding.status, self.set_status),
+            (ui.object_size.valueChanged, self._on_object_size_typed),
+            (self.loader.loaded, self._on_model_loaded),
+            (self.loader.failed, self._on_model_failed),
+        ):
+            signal.connect(slot)
         self._listen(v.dims.events.current_step, self._on_dims)
         self._listen(v.dims.events.ndisplay, self.schedule_rebuild)
         self._listen(v.dims.events.order, self.schedule_rebuild)

@@ -1,4 +1,5 @@
-"""The labels layers the widget makes: the output of commits, and segment-everything results."""
+"""The layers the widget adds to the viewer: the labels that commits go into, the results of
+segment everything; each added without taking the focus from the layer the user works on."""
 
 from __future__ import annotations
 
@@ -9,7 +10,17 @@ import numpy as np
 from ..embeddings.engine import Index
 from ..interactive.commit import labels_dtype
 from ..interactive.planes import PlaneView
-from ..interactive.stack import StackAlong
+from ..interactive.stack import PlaneStack
+
+
+def add_quietly(viewer: Any, layer: Any) -> Any:
+    """Add ``layer`` to the viewer and give the focus back to the layer that had it (napari
+    makes a new layer the active one): the user goes on prompting where they were."""
+    active = viewer.layers.selection.active
+    viewer.layers.append(layer)
+    if active is not None and active in viewer.layers:
+        viewer.layers.selection.active = active
+    return layer
 
 
 def new_output_layer(viewer: Any, view: PlaneView, metadata: dict[str, Any] | None = None) -> Any:
@@ -20,11 +31,7 @@ def new_output_layer(viewer: Any, view: PlaneView, metadata: dict[str, Any] | No
     labels = Labels(np.zeros(view.shape, dtype=labels_dtype(view.source.data.dtype)),
                     name=f"{view.layer.name} SAM labels", scale=scale, translate=translate,
                     metadata=dict(metadata or {}))
-    active = viewer.layers.selection.active
-    viewer.layers.append(labels)
-    if active is not None and active in viewer.layers:
-        viewer.layers.selection.active = active
-    return labels
+    return add_quietly(viewer, labels)
 
 
 def add_labels(viewer: Any, view: PlaneView, index: Index, labels: np.ndarray) -> Any:
@@ -36,13 +43,9 @@ def add_labels(viewer: Any, view: PlaneView, index: Index, labels: np.ndarray) -
     if labels.ndim == 2:
         view.plane_of(data, index)[...] = labels
     else:
-        stack = StackAlong(view.source, index)
+        stack = PlaneStack(view.source, index)
         for k in range(labels.shape[0]):
             view.plane_of(data, stack.at(k))[...] = labels[k]
     scale, translate = view.scale_translate()
     layer = Labels(data, name=f"{view.layer.name} SAM automatic", scale=scale, translate=translate)
-    active = viewer.layers.selection.active
-    viewer.layers.append(layer)
-    if active is not None and active in viewer.layers:
-        viewer.layers.selection.active = active  # the user goes on prompting where they were
-    return layer
+    return add_quietly(viewer, layer)
