@@ -74,15 +74,8 @@ class Predictor:
             self._service = PromptService(self, cache)
         return self._service
 
-    def predict(
-        self,
-        embedding: Embedding,
-        points: object = None,
-        labels: object = None,
-        box: object = None,
-        mask_input: object = None,
-        multimask: bool = True,
-    ) -> Candidates:
+    def predict(self, embedding: Embedding, points: object = None, labels: object = None, box: object = None,
+                mask_input: object = None, multimask: bool = True) -> Candidates:
         """Decode prompts into candidates: 3 masks with ``multimask``, else 1.
 
         For box-only models (LiteMedSAM) the three are the single mask cut at the

@@ -14,7 +14,7 @@ from ..embeddings.engine import Index, along
 from ..interactive.commit import commit_planes, extend_objects
 from ..interactive.jobs import label_planes, propagate_all_job, propagation_job
 from ..interactive.planes import PlaneView, is_time_axis
-from ..interactive.stack import StackAlong
+from ..interactive.stack import PlaneStack
 from ..segmentation.tracking import Track
 from .controls import CANCEL_PROPAGATE, PROPAGATE, PROPAGATE_ALL
 from .workers import BackgroundJob
@@ -92,7 +92,7 @@ class StackActions(QObject):
             return
         axis, name = through
         noun = "frame" if is_time_axis(name) else "slice"
-        stack = StackAlong(view.source, index, axis)
+        stack = PlaneStack(view.source, index, axis)
         # Prompts on other slices of this stack correct the propagation there.
         use_points = not self.host.box_only
         fixes = {k: p for k in range(stack.shape[0]) if k != index[axis]
@@ -122,7 +122,7 @@ class StackActions(QObject):
             return
         axis, name = through
         noun = "frame" if is_time_axis(name) else "slice"
-        stack = StackAlong(view.source, index, axis)
+        stack = PlaneStack(view.source, index, axis)
         self.ui.frames.clear()
         job = propagate_all_job(self.host.engine, stack, index[axis], plane, self.ui.follow.currentData(),
                                 view.spacing_along(axis))

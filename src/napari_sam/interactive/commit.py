@@ -48,14 +48,6 @@ def commit_mask(labels: Any, mask: np.ndarray, view: PlaneView, index: Index, ov
     return _paint(labels, [_free_pixels(labels, mask, view, index, overwrite)], int(mask.sum()))
 
 
-def commit_volume(labels: Any, masks: np.ndarray, view: PlaneView, index: Index, axis: int,
-                  overwrite: bool = False) -> int:
-    """Paint a (Z, H, W) ``masks`` through stack axis ``axis`` (its position in ``index``) of
-    ``labels`` under one new id, in one undoable step; otherwise as :func:`commit_mask`."""
-    masks = np.asarray(masks, dtype=bool)
-    return commit_planes(labels, ((k, masks[k]) for k in range(len(masks))), view, index, axis, overwrite)
-
-
 def commit_planes(labels: Any, planes: Iterable[tuple[int, np.ndarray]], view: PlaneView, index: Index, axis: int,
                   overwrite: bool = False) -> int:
     """Paint each (slice k, plane mask) of ``planes`` on slice k along stack axis ``axis``

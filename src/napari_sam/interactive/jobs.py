@@ -16,7 +16,7 @@ from ..segmentation.tracking import Track, track
 from ..values import Candidates
 from .planes import PlaneView
 from .prompts import PlanePrompts
-from .stack import StackAlong
+from .stack import PlaneStack
 
 
 # The ways of following an object that the widget offers: propagation.CARRIES less
@@ -24,7 +24,7 @@ from .stack import StackAlong
 JOB_CARRIES = ("motion", "intensity")
 
 
-def propagation_job(engine: Engine, stack: StackAlong, z: int, mask: np.ndarray,
+def propagation_job(engine: Engine, stack: PlaneStack, z: int, mask: np.ndarray,
                     fixes: dict[int, PlanePrompts] | None = None,
                     carry: str = "intensity", spacing: tuple[float, float, float] | None = None,
                     ) -> Callable[..., Track]:
@@ -58,7 +58,7 @@ def propagation_job(engine: Engine, stack: StackAlong, z: int, mask: np.ndarray,
     return run
 
 
-def propagate_all_job(engine: Engine, stack: StackAlong, z: int, plane_labels: np.ndarray,
+def propagate_all_job(engine: Engine, stack: PlaneStack, z: int, plane_labels: np.ndarray,
                       carry: str = "intensity", spacing: tuple[float, float, float] | None = None,
                       ) -> Callable[..., dict[int, Track]]:
     """The work of carrying every object of ``plane_labels`` (slice ``z``) through
@@ -97,7 +97,7 @@ class _EngineFrames:
     """The planes of a stack as tracking's frames, prompts answered by the engine at zoom
     (from the tiles the widget has embedded, and into its cache)."""
 
-    def __init__(self, engine: Engine, stack: StackAlong) -> None:
+    def __init__(self, engine: Engine, stack: PlaneStack) -> None:
         self.engine, self.stack = engine, stack
 
     def __len__(self) -> int:
@@ -111,7 +111,7 @@ class _EngineFrames:
         return self.engine.segment(self.stack.source, self.stack.at(k), points, labels, box)
 
 
-def _best_mask(engine: Engine, stack: StackAlong, k: int, prompts: PlanePrompts) -> np.ndarray:
+def _best_mask(engine: Engine, stack: PlaneStack, k: int, prompts: PlanePrompts) -> np.ndarray:
     """The mask the widget shows first for ``prompts`` on slice ``k``: the same prompt service."""
     points = prompts.points if len(prompts.points) else None
     cand = engine.segment(stack.source, stack.at(k), points, prompts.labels if points is not None else None,
@@ -127,7 +127,7 @@ def everything_job(engine: Engine, view: PlaneView, index: Index, whole_stack: b
 
     def run(progress: Callable[[int, int], None], cancel: Callable[[], bool]) -> np.ndarray:
         if whole_stack:
-            volume = StackAlong(view.source, index)[:, :, :]
+            volume = PlaneStack(view.source, index)[:, :, :]
             return segment_volume(predictor, volume, params, progress, cancel)
         return segment_everything(predictor, view.source.plane(index), params, progress, cancel)
 

@@ -10,7 +10,7 @@ import numpy as np
 from ..embeddings.engine import Index, PlaneSource, along
 
 
-class StackAlong:
+class PlaneStack:
     """Planes of ``source`` along one stack axis, the other stack indices fixed: a (Z, H, W)
     array-like of intensities (colours averaged) that reads planes only when asked.
 
@@ -37,4 +37,4 @@ class StackAlong:
             return self._plane(int(key))
         if isinstance(key, tuple) and len(key) == 3 and isinstance(key[0], slice):
             return np.stack([self._plane(k)[key[1:]] for k in range(self.shape[0])[key[0]]])
-        raise TypeError(f"StackAlong supports [k] and [slices, rows, cols], not {key!r}")
+        raise TypeError(f"PlaneStack supports [k] and [slices, rows, cols], not {key!r}")

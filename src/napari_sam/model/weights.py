@@ -120,12 +120,8 @@ def checkpoint_status(spec: ModelSpec) -> tuple[Status, Path]:
 # --------------------------------------------------------------------------- public API
 
 
-def resolve_checkpoint(
-    spec: ModelSpec,
-    progress: Progress | None = None,
-    allow_download: bool = True,
-    timeout: float = _DEFAULT_TIMEOUT,
-) -> Path:
+def resolve_checkpoint(spec: ModelSpec, progress: Progress | None = None, allow_download: bool = True,
+                       timeout: float = _DEFAULT_TIMEOUT) -> Path:
     """Path to verified weights for ``spec``: bundled, cached, or downloaded now.
 
     With ``allow_download=False`` a missing file raises :class:`WeightsError` that
@@ -147,12 +143,8 @@ def resolve_checkpoint(
         return _fetch(spec, path, progress, timeout)
 
 
-def download(
-    spec: ModelSpec,
-    progress: Progress | None = None,
-    timeout: float = _DEFAULT_TIMEOUT,
-    force: bool = False,
-) -> Path:
+def download(spec: ModelSpec, progress: Progress | None = None, timeout: float = _DEFAULT_TIMEOUT,
+             force: bool = False) -> Path:
     """Download the weights of ``spec`` into the cache folder and verify them.
 
     A verified cached copy is reused unless ``force``; if another thread or process is

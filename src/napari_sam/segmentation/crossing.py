@@ -40,7 +40,7 @@ def coarse_plane_axis(spacing: Sequence[float] | None, ratio: float = COARSER) -
 class MovedAxis:
     """A (A, R, C) volume seen with axis ``b`` (1 or 2) first, reading only what is asked:
     ``[k]`` is plane k of axis b, ``[slices, a, other]`` a block. Works over NumPy, dask or
-    zarr arrays and over :class:`~napari_sam.interactive.stack.StackAlong`."""
+    zarr arrays and over :class:`~napari_sam.interactive.stack.PlaneStack`."""
 
     def __init__(self, volume: Any, b: int) -> None:
         if b not in (1, 2):
