@@ -101,3 +101,16 @@ def test_every_module_imports_only_its_layer_and_the_ones_below():
 def test_the_tree_is_the_layers():
     top = {p.stem if p.is_file() else p.name for p in SRC.iterdir() if p.suffix == ".py" or (p / "__init__.py").exists()}
     assert top == set(LAYERS), top ^ set(LAYERS)
+
+
+def test_only_qt_modules_name_a_qt_binding_even_inside_functions():
+    bindings = ("qtpy", "PyQt5", "PyQt6", "PySide2", "PySide6")
+    found = []
+    for path in sorted(SRC.rglob("*.py")):
+        if path.relative_to(SRC).parts[0] == "_qt":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            found += [f"{path.relative_to(SRC)}: {n}" for n in names if n.split(".")[0] in bindings]
+    assert not found, found

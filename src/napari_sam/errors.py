@@ -5,8 +5,8 @@ Each error says what happened and what to do next. Nothing here imports torch or
 module level, so the CLI and napari's plugin discovery stay fast.
 
 - :class:`Cancelled` ends long work whose ``cancel`` callable turned true.
-- :func:`require_qt` turns qtpy's "no Qt bindings" into :class:`QtBindingError`, an
-  ImportError naming the pip extra to install.
+- :class:`QtBindingError` is what importing :mod:`napari_sam._qt` raises without a usable
+  Qt binding: an ImportError naming the pip extra (or the system packages) to install.
 - :class:`DeviceUnavailableError` is what :func:`napari_sam.device.select_device`
   raises for an explicit device that cannot be used (a RuntimeError, as before).
 - :func:`friendly_oom` wraps model work: an out-of-memory error of torch or Python
@@ -28,7 +28,6 @@ __all__ = [
     "friendly_oom",
     "is_out_of_memory",
     "memory_message",
-    "require_qt",
 ]
 
 QT_INSTALL_HINT = 'pip install "napari-sam-kit[pyqt6]"'
@@ -57,32 +56,6 @@ class NotEnoughMemoryError(MemoryError, RuntimeError):
     Both a MemoryError and a RuntimeError, so code that caught torch's out-of-memory
     error (a RuntimeError) or Python's MemoryError keeps catching it.
     """
-
-
-# --------------------------------------------------------------------------- Qt
-
-
-def require_qt() -> None:
-    """Raise :class:`QtBindingError` unless a Qt binding can be imported through qtpy."""
-    try:
-        import qtpy
-    except ImportError as exc:  # qtpy.QtBindingsNotFoundError is an ImportError
-        raise QtBindingError(
-            "The napari widget of napari-sam-kit needs a Qt binding (PyQt6 or PySide6), and none is "
-            f"installed ({exc}). napari-sam-kit does not pick one for you; install one with:\n"
-            f"    {QT_INSTALL_HINT}\n"
-            'or pip install "napari-sam-kit[pyside6]". The command line (napari-sam) and the Python '
-            "API work without Qt."
-        ) from exc
-    try:
-        from qtpy import QtWidgets  # noqa: F401
-    except ImportError as exc:  # the binding is there, its shared libraries are not
-        raise QtBindingError(
-            f"The Qt binding {qtpy.API_NAME} is installed but cannot load: {exc}.\n"
-            "On Linux this usually means missing system libraries; on Debian/Ubuntu install them with:\n"
-            f"    sudo apt-get install {QT_APT_PACKAGES}\n"
-            "On a machine without a display, run napari under a virtual one: xvfb-run -a napari"
-        ) from exc
 
 
 # --------------------------------------------------------------------------- memory
