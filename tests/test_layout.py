@@ -114,3 +114,42 @@ def test_only_qt_modules_name_a_qt_binding_even_inside_functions():
                 [node.module or ""] if isinstance(node, ast.ImportFrom) else []
             found += [f"{path.relative_to(SRC)}: {n}" for n in names if n.split(".")[0] in bindings]
     assert not found, found
+
+
+def _module_graph() -> dict[str, set[str]]:
+    """napari_sam's modules -> the modules they import when run (inside functions too;
+    imports for type checkers alone left out)."""
+    def name(path: Path) -> str:
+        parts = path.relative_to(SRC.parent).with_suffix("").parts
+        return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+    modules = {name(p): p for p in SRC.rglob("*.py")}
+    graph = {}
+    for module, path in modules.items():
+        package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+        tree = ast.parse(path.read_text())
+        typing_only = {id(n) for node in ast.walk(tree) if isinstance(node, ast.If)
+                       and getattr(node.test, "id", None) == "TYPE_CHECKING" for n in ast.walk(node)}
+        deps = set()
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and id(node) not in typing_only:
+                base = package.split(".")[: len(package.split(".")) - node.level + 1] if node.level else []
+                target = ".".join([*base, node.module] if node.module else base)
+                deps |= {t for t in [target, *(f"{target}.{a.name}" for a in node.names)] if t in modules}
+        graph[module] = deps - {module}
+    return graph
+
+
+def test_no_import_cycles():
+    graph = _module_graph()
+    assert len(graph) > 60
+
+    def reaches(start: str, goal: str, seen: set[str]) -> bool:
+        for dep in graph[start] - seen:
+            seen.add(dep)
+            if dep == goal or reaches(dep, goal, seen):
+                return True
+        return False
+
+    cycles = [m for m in graph if reaches(m, m, set())]
+    assert not cycles, cycles
