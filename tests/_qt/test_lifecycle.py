@@ -232,3 +232,30 @@ def test_clearing_the_layers_then_opening_an_image_does_not_crash(tmp_path):
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-4000:]
     assert "open survived" in run.stdout and "closed survived" in run.stdout
     assert "closed survived ['b']" in run.stdout  # a closed widget re-creates nothing
+
+
+CLOSE_WHILE_LOADING = """
+import numpy as np, napari
+from qtpy.QtWidgets import QApplication
+from napari_sam._qt.widget import SamWidget
+viewer = napari.Viewer(show=True)
+viewer.add_image(np.random.default_rng(0).random((64, 64)), name="a")
+widget = SamWidget(viewer)
+viewer.window.add_dock_widget(widget, name="SAM")
+for _ in range(20):
+    QApplication.processEvents()
+print("loading:", widget.engine is None, flush=True)
+viewer.close()
+print("closed", flush=True)
+"""
+
+
+def test_quitting_while_the_model_loads_ends_cleanly(tmp_path):
+    """napari closed, and Python ended, while the widget's model still loads: the loader
+    finished after Qt was gone and aborted the process (exit status 134)."""
+    script = tmp_path / "close_while_loading.py"
+    script.write_text(textwrap.dedent(CLOSE_WHILE_LOADING))
+    run = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "PYTHONFAULTHANDLER": "1"})
+    assert "loading: True" in run.stdout and "closed" in run.stdout, run.stdout + run.stderr[-2000:]
+    assert run.returncode == 0, run.stderr[-3000:]

@@ -4,11 +4,13 @@ such slots, and noticing napari's close of a dock."""
 
 from __future__ import annotations
 
+import atexit
 import inspect
 from collections.abc import Callable
+from functools import cache
 from typing import Any
 
-from napari.qt.threading import create_worker
+from napari.qt.threading import WorkerBase, create_worker
 from qtpy.QtCore import QEvent, QObject
 
 
@@ -58,6 +60,7 @@ def run_on_worker(owner: QObject, fn: Callable[..., Any], *args: Any,
         if inspect.isgeneratorfunction(fn):
             raise TypeError("threads applies to plain functions: a generator sets its own")
         fn = in_threads(threads, fn)
+    _await_workers_at_exit()
     worker = create_worker(fn, *args, _start_thread=False, _ignore_errors=True)
     callbacks = {"returned": on_result, "yielded": on_yield, "errored": on_error, "finished": on_finished}
     for name, callback in callbacks.items():
@@ -65,6 +68,16 @@ def run_on_worker(owner: QObject, fn: Callable[..., Any], *args: Any,
             getattr(worker, name).connect(guarded(owner, callback))
     worker.start()
     return worker
+
+
+EXIT_WAIT_MS = 60_000  # a model still loading when napari quits: let it finish (seconds)
+
+
+@cache
+def _await_workers_at_exit() -> None:
+    """Before the interpreter ends, stop the workers and wait for them: one that finishes
+    after Qt is torn down (napari closed while a model loads) aborts the process."""
+    atexit.register(WorkerBase.await_workers, EXIT_WAIT_MS)
 
 
 class Undocked(QObject):
