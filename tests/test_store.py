@@ -312,3 +312,32 @@ def test_zoomed_tiles_go_to_the_store_and_the_engine_serves_them(tmp_path, lite_
     assert "cache hit: 0/2 planes" in capsys.readouterr().out  # other tiles: made afresh
     assert main(args[:-4] + ["--object-size", "-3"]) == 2
     assert "--object-size must be a positive number" in capsys.readouterr().err
+
+
+def test_an_engine_takes_the_object_size_its_stored_tiles_were_made_for(tmp_path, lite_predictor, nuclei2d):
+    """A store records the object size of its tiles; an engine attaching it plans the same
+    tiles (not those of the size it would measure) and so embeds nothing, unless the user
+    set a size first."""
+    from napari_sam.embeddings.engine import Engine, PlaneSource
+
+    image, _ = nuclei2d
+    stack = image[None, :192, :192].copy()
+    embed_stack(lite_predictor, stack, tmp_path / "s.zarr", tiles=True, object_size=60.0)
+    store = EmbeddingStore.open(tmp_path / "s.zarr", lite_predictor, StackLayout.of(stack), create=False)
+    assert store.object_size == 60.0
+
+    source = PlaneSource(stack)
+    measured = Engine(lite_predictor).tiles(source, (0,))  # the ~17 px nuclei as measured: other tiles
+    assert [w.bounds for w in measured] != store.tiles
+    engine = Engine(lite_predictor)
+    engine.attach_store(source, store)
+    assert engine.known_object_size(source, (0,)) == 60.0
+    assert [w.bounds for w in engine.tiles(source, (0,))] == store.tiles
+    engine.request(source, (0,), tiles_near=(0.0, 0.0))
+    engine.run_all()
+    assert engine.prompts.encoder_calls == 0 and engine.tiles_embedded(source, (0,)) == (len(store.tiles),) * 2
+
+    chosen = Engine(lite_predictor)
+    chosen.set_object_size(source, 20.0)
+    chosen.attach_store(source, store)
+    assert chosen.known_object_size(source, (0,)) == 20.0

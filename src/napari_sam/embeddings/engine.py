@@ -172,7 +172,7 @@ class Engine:
         self._queue: list[_Job] = []
         self._lock = threading.Lock()
         self._prompts: PromptService | None = None
-        self._sizes: dict[Hashable, float] = {}  # object sizes set by the user, per source
+        self._sizes: dict[Hashable, float] = {}  # object sizes set by the user or a store, per source
         self._plane: tuple[Key, np.ndarray] | None = None  # the last plane read
         self._generation = 0  # bumped by each request and cancel: stale tile plans are dropped
         self._cancelled = threading.Event()
@@ -298,8 +298,13 @@ class Engine:
 
     def attach_store(self, source: PlaneSource, store: Any) -> None:
         """Read planes of ``source`` from an :class:`~napari_sam.embeddings.store.EmbeddingStore` when
-        they are there (unchanged), and write the planes computed here into it."""
+        they are there (unchanged), and write the planes computed here into it. The store's
+        object size becomes the source's unless one is set, so its stored tiles are the ones
+        asked for."""
         self._stores[source.signature] = store
+        size = getattr(store, "object_size", None)
+        if size is not None and source.signature not in self._sizes:
+            self._sizes[source.signature] = size
         self.store_error = None
 
     def store_for(self, source: PlaneSource) -> Any:

@@ -10,8 +10,10 @@ Layout (zarr >= 3)::
       tile_digest   uint8   (*stack, T, 16)       per-tile signature (the plane's digest)
 
 The tiles are the windows the prompt service answers prompts from (see
-:mod:`napari_sam.prompting.service`), recorded with their bounds in the group's attributes; a
-store made for other tiles (another object size) gets its tile arrays made afresh.
+:mod:`napari_sam.prompting.service`), recorded with their bounds and the object size they
+were planned for in the group's attributes; an engine that attaches the store takes that
+size (unless one is set), so it asks for the stored tiles. A store made for other tiles
+(another object size) gets its tile arrays made afresh.
 
 A plane counts as stored only once its digest is written, after its features: an
 interrupted run or a full disk leaves at worst a plane that is embedded again. The digest
@@ -51,6 +53,7 @@ ARRAYS = ("features", "limits", "digest")
 TILE_ARRAYS = ("tile_features", "tile_digest")
 SOURCE_ATTR = "napari_sam_source"  # the image a store was made from, where the caller named one
 TILES_ATTR = "napari_sam_tiles"  # the tiles' bounds (r0, c0, r1, c1), where tiles are stored
+SIZE_ATTR = "napari_sam_object_size"  # the object size (pixels) the stored tiles were planned for
 
 
 class StoreConflictError(ValueError):
@@ -207,24 +210,33 @@ class EmbeddingStore:
 
     # ----------------------------------------------------------------- zoomed tiles
 
-    def use_tiles(self, tiles: Sequence[tuple[int, int, int, int]]) -> None:
-        """Store the tiles with these bounds (r0, c0, r1, c1) for every plane; tiles stored
-        for other bounds are dropped (their arrays are made afresh)."""
+    @property
+    def object_size(self) -> float | None:
+        """The object size (pixels) the stored tiles were planned for, if tiles are stored."""
+        size = dict(self.group.attrs).get(SIZE_ATTR)
+        return float(size) if size is not None and self.tiles else None
+
+    def use_tiles(self, tiles: Sequence[tuple[int, int, int, int]], object_size: float) -> None:
+        """Store the tiles with these bounds (r0, c0, r1, c1), planned for objects of
+        ``object_size`` pixels, for every plane; tiles stored for other bounds are dropped
+        (their arrays are made afresh)."""
         tiles = [tuple(int(v) for v in t) for t in tiles]
         if tiles == self.tiles and all(k in self.group for k in TILE_ARRAYS):
+            if self.object_size != float(object_size):
+                self.group.attrs.put({**dict(self.group.attrs), SIZE_ATTR: float(object_size)})
             return
         stack = tuple(self.meta["stack_shape"])
         ones = (1,) * len(stack)
         feat = tuple(self.meta["feature_shape"])
         zarr = _zarr()
         codec = zarr.codecs.BloscCodec(cname="zstd", clevel=5, shuffle="shuffle", typesize=2)
-        attrs = {k: v for k, v in dict(self.group.attrs).items() if k != TILES_ATTR}
+        attrs = {k: v for k, v in dict(self.group.attrs).items() if k not in (TILES_ATTR, SIZE_ATTR)}
         self.group.attrs.put(attrs)  # no tiles recorded while their arrays are remade
         self.group.create_array("tile_features", shape=stack + (len(tiles),) + feat, chunks=ones + (1,) + feat,
                                 dtype="float16", compressors=codec, fill_value=0, overwrite=True)
         self.group.create_array("tile_digest", shape=stack + (len(tiles), DIGEST_BYTES),
                                 chunks=ones + (len(tiles), DIGEST_BYTES), dtype="uint8", fill_value=0, overwrite=True)
-        self.group.attrs.put({**attrs, TILES_ATTR: [list(t) for t in tiles]})
+        self.group.attrs.put({**attrs, TILES_ATTR: [list(t) for t in tiles], SIZE_ATTR: float(object_size)})
         self.tiles = tiles
 
     def get_tile(self, index: Index, tile: tuple[int, int, int, int], digest: np.ndarray,
@@ -306,7 +318,7 @@ def check_store_path(path: str | Path, source: str | None = None, overwrite: boo
         members = set(group.keys())
     except Exception:  # noqa: BLE001 - whatever zarr makes of it, it is not one of our stores
         raise not_a_store from None
-    if not set(attrs) <= {"napari_sam", SOURCE_ATTR, TILES_ATTR} or not members <= {*ARRAYS, *TILE_ARRAYS}:
+    if not set(attrs) <= {"napari_sam", SOURCE_ATTR, TILES_ATTR, SIZE_ATTR} or not members <= {*ARRAYS, *TILE_ARRAYS}:
         raise not_a_store
     recorded = attrs.get(SOURCE_ATTR)
     if source is not None and recorded is not None and recorded != source and not overwrite:
@@ -380,7 +392,7 @@ def iter_embed_stack(
             first = plane_of(data, next(iter(layout.indices())), layout.channel_axis, rgb, layout.plane_axes)
             object_size = service.plane_diameter(first, "first plane")
         windows = service.tiles(layout.plane_shape, object_size)
-        store.use_tiles([w.bounds for w in windows])
+        store.use_tiles([w.bounds for w in windows], object_size)
     total = layout.n_planes
     for done, index in enumerate(layout.indices(), start=1):
         start = time.perf_counter()
