@@ -50,7 +50,7 @@ def names(viewer):
 
 
 def test_close_then_reopen_reuses_the_layers_and_the_labels(make_napari_viewer, qtbot, nuclei2d):
-    image, labels = nuclei2d
+    image, labels = (a[192:, 256:] for a in nuclei2d)  # the corner holding both nuclei: a quarter of the tiles
     viewer = make_napari_viewer()
     viewer.add_image(image, name="image")
     dock, shell, widget = open_from_menu(viewer, qtbot)
