@@ -70,7 +70,7 @@ def run_on_worker(owner: QObject, fn: Callable[..., Any], *args: Any,
     return worker
 
 
-EXIT_WAIT_MS = 60_000  # a model still loading when napari quits: let it finish (seconds)
+EXIT_WAIT_MS = 60_000  # a model still loading when napari quits: up to a minute to finish
 
 
 @cache

@@ -302,9 +302,8 @@ class Engine:
         object size becomes the source's unless one is set, so its stored tiles are the ones
         asked for."""
         self._stores[source.signature] = store
-        size = getattr(store, "object_size", None)
-        if size is not None and source.signature not in self._sizes:
-            self._sizes[source.signature] = size
+        if store.object_size is not None and source.signature not in self._sizes:
+            self._sizes[source.signature] = store.object_size
         self.store_error = None
 
     def store_for(self, source: PlaneSource) -> Any:

@@ -32,11 +32,9 @@ around the object is read, so lazy stacks stay lazy.
 
 from __future__ import annotations
 
-import functools
-import inspect
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Any, ParamSpec
+from typing import Any
 
 import numpy as np
 import torch
@@ -52,7 +50,6 @@ from ..prompting.service import mask_threshold
 from .tracking import ArrayFrames, Frame, Track, TrackParams, track
 
 CARRIES = ("intensity", "model", "motion")
-P = ParamSpec("P")
 CROSS_AGREE = 0.5  # how well an object followed along another axis must match the start mask
 
 
@@ -180,25 +177,16 @@ def propagate_piece(
     return column.piece(found)
 
 
-def _whole_stack(column: Callable[P, Piece]) -> Callable[P, np.ndarray]:
-    """``column`` (a function of ``volume`` returning a :class:`Piece`) answering with the
-    whole (Z, H, W) bool array instead: same parameters, for editors and type checkers too."""
-    signature = inspect.signature(column)
-    volume_at = list(signature.parameters).index("volume")
-
-    @functools.wraps(column)
-    def whole(*args: P.args, **kwargs: P.kwargs) -> np.ndarray:
-        volume = kwargs["volume"] if "volume" in kwargs else args[volume_at]
-        return column(*args, **kwargs).paste(tuple(getattr(volume, "shape", np.shape(volume))))
-
-    whole.__signature__ = signature.replace(return_annotation="np.ndarray")  # type: ignore[attr-defined]
-    return whole
-
-
-propagate = _whole_stack(propagate_piece)
-propagate.__name__ = propagate.__qualname__ = "propagate"
-propagate.__doc__ = """Segment the object prompted on slice ``z`` of a (Z, H, W) stack through the stack;
-returns a (Z, H, W) bool array. The arguments are those of :func:`propagate_piece`."""
+def propagate(predictor: Predictor, volume: object, z: int, points: object = None, labels: object = None,
+              box: object = None, mask: np.ndarray | None = None, params: PropagationParams = PropagationParams(),
+              corrections: Mapping[int, np.ndarray] | None = None, embed: Callable[[int], Embedding] | None = None,
+              progress: Callable[[int, int], None] | None = None, cancel: Callable[[], bool] | None = None,
+              spacing: Sequence[float] | None = None) -> np.ndarray:
+    """Segment the object prompted on slice ``z`` of a (Z, H, W) stack through the stack;
+    returns a (Z, H, W) bool array. See :func:`propagate_piece` for the arguments."""
+    piece = propagate_piece(predictor, volume, z, points, labels, box, mask, params, corrections, embed,
+                            progress, cancel, spacing)
+    return piece.paste(tuple(getattr(volume, "shape", np.shape(volume))))  # type: ignore[arg-type]
 
 
 def _extent_of(plane_shape: tuple[int, int], mask: np.ndarray | None, points: object, box: object,
