@@ -36,7 +36,8 @@ class FourierPositions(nn.Module):
 class PromptEncoder(nn.Module):
     """Encodes points (x, y in model-input pixels), boxes and mask logits.
 
-    Point labels: 1 foreground, 0 background, -1 padding (no point).
+    Point labels: 1 foreground, 0 background, -1 padding (no point), and 2 / 3 for a box's
+    top-left / bottom-right corner given as points (how SAM 2 sends boxes).
     """
 
     def __init__(self, embed_dim: int = 256, grid: int = 64, input_size: int = 1024, mask_channels: int = 16) -> None:
@@ -86,6 +87,8 @@ class PromptEncoder(nn.Module):
         tokens = tokens + (labels == -1) * self.not_a_point_embed.weight
         tokens = tokens + (labels == 0) * self.point_embeddings[0].weight
         tokens = tokens + (labels == 1) * self.point_embeddings[1].weight
+        tokens = tokens + (labels == 2) * self.point_embeddings[2].weight
+        tokens = tokens + (labels == 3) * self.point_embeddings[3].weight
         return tokens
 
     def embed_boxes(self, boxes: torch.Tensor) -> torch.Tensor:
