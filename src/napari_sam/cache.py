@@ -15,14 +15,15 @@ if TYPE_CHECKING:
 
 Key = tuple[Hashable, ...]
 
-DEFAULT_CACHE_BYTES = 1 << 30  # 1 GiB: ~500 planes of SAM or LiteMedSAM features in fp16
+# 1 GiB: ~500 planes of SAM or LiteMedSAM features in fp16, ~128 of SAM 2 (with its high-res maps)
+DEFAULT_CACHE_BYTES = 1 << 30
 
 
 class EmbeddingCache:
     """Thread-safe LRU of embeddings within a byte budget.
 
-    Features are stored as float16 on the CPU (half the memory, no GPU memory held) and
-    handed back as float32 on the device asked for.
+    Features (and SAM 2's high-resolution maps) are stored as float16 on the CPU (half the
+    memory, no GPU memory held) and handed back as float32 on the device asked for.
     """
 
     def __init__(self, max_bytes: int = DEFAULT_CACHE_BYTES) -> None:
@@ -43,7 +44,7 @@ class EmbeddingCache:
 
     @property
     def nbytes(self) -> int:
-        """Bytes held by the stored (float16) features."""
+        """Bytes held by the stored (float16) features and high-resolution maps."""
         with self._lock:
             return self._bytes
 
@@ -56,16 +57,20 @@ class EmbeddingCache:
                 return None
             self.hits += 1
             self._items.move_to_end(key)
-        return dataclasses.replace(stored, features=stored.features.to(device=device, dtype=torch.float32),
-                                   origin=stored.features)
+
+        def back(t: torch.Tensor) -> torch.Tensor:
+            return t.to(device=device, dtype=torch.float32)
+
+        high_res = None if stored.high_res is None else tuple(map(back, stored.high_res))
+        return dataclasses.replace(stored, features=back(stored.features), high_res=high_res, origin=stored.features)
 
     def put(self, key: Key, embedding: Embedding) -> None:
         """Store ``embedding`` under ``key``, evicting the least recently used as needed.
 
         An embedding larger than the whole budget is not stored.
         """
-        half = embedding.features.detach().to(device="cpu", dtype=torch.float16).contiguous()
-        stored = dataclasses.replace(embedding, features=half, origin=None)
+        high_res = None if embedding.high_res is None else tuple(map(_half, embedding.high_res))
+        stored = dataclasses.replace(embedding, features=_half(embedding.features), high_res=high_res, origin=None)
         size = stored.nbytes
         with self._lock:
             old = self._items.pop(key, None)
@@ -83,3 +88,8 @@ class EmbeddingCache:
         with self._lock:
             self._items.clear()
             self._bytes = 0
+
+
+def _half(t: torch.Tensor) -> torch.Tensor:
+    return t.detach().to(device="cpu", dtype=torch.float16).contiguous()
+

@@ -6,8 +6,15 @@ Layout (zarr >= 3)::
       features  float16  (*stack, C, h, w)  one compressed chunk per plane
       limits    float64  (*stack, 2)        intensity limits the plane was stretched with
       digest    uint8    (*stack, 16)       per-plane signature; all zero = not done
+      high_res_0  float16 (*stack, C/8, 4h, 4w)  SAM 2 only: the decoder's two
+      high_res_1  float16 (*stack, C/4, 2h, 2w)  high-resolution maps, a chunk per plane
       tile_features float16 (*stack, T, C, h, w)  optional: the plane's zoomed tiles
+      tile_high_res_0, tile_high_res_1             (*stack, T, ...) their maps (SAM 2 only)
       tile_digest   uint8   (*stack, T, 16)       per-tile signature (the plane's digest)
+
+A SAM 2 store records the maps' shapes in its metadata (``high_res_shapes``) and that its
+planes are stretched to the model's square (``fit``); a SAM 1 store has neither key, so the
+stores SAM 1 models wrote before SAM 2 came still open as they are.
 
 The tiles are the windows the prompt service answers prompts from (see
 :mod:`napari_sam.prompting.service`), recorded with their bounds and the object size they
@@ -15,7 +22,7 @@ were planned for in the group's attributes; an engine that attaches the store ta
 size (unless one is set), so it asks for the stored tiles. A store made for other tiles
 (another object size) gets its tile arrays made afresh.
 
-A plane counts as stored only once its digest is written, after its features: an
+A plane counts as stored only once its digest is written, after its features and maps: an
 interrupted run or a full disk leaves at worst a plane that is embedded again. The digest
 hashes the plane's bytes together with the model and preprocessing, so an edited plane is
 embedded again while unchanged planes are reused. A store never silently drops what it
@@ -51,6 +58,8 @@ DIGEST_BYTES = 16
 Index = tuple[int, ...]
 ARRAYS = ("features", "limits", "digest")
 TILE_ARRAYS = ("tile_features", "tile_digest")
+HIGH_RES_ARRAYS = ("high_res_0", "high_res_1")  # SAM 2's decoder maps, by plane
+TILE_HIGH_RES_ARRAYS = ("tile_high_res_0", "tile_high_res_1")  # and by tile
 SOURCE_ATTR = "napari_sam_source"  # the image a store was made from, where the caller named one
 TILES_ATTR = "napari_sam_tiles"  # the tiles' bounds (r0, c0, r1, c1), where tiles are stored
 SIZE_ATTR = "napari_sam_object_size"  # the object size (pixels) the stored tiles were planned for
@@ -117,6 +126,7 @@ class EmbeddingStore:
         self._features = group["features"]
         self._limits = group["limits"]
         self._digest = group["digest"]
+        self._high_res = [group[name] for name in _high_res_arrays(meta)]
         self.tiles: list[tuple[int, int, int, int]] = [tuple(t) for t in dict(group.attrs).get(TILES_ATTR, [])]
 
     @classmethod
@@ -147,18 +157,21 @@ class EmbeddingStore:
                 "(--overwrite on the command line)")
         group = zarr.open_group(str(path), mode="a")
         attrs = dict(group.attrs)
-        if attrs.get("napari_sam") == meta and all(k in group for k in ARRAYS):
+        arrays = (*ARRAYS, *_high_res_arrays(meta))
+        if attrs.get("napari_sam") == meta and all(k in group for k in arrays):
             if source is not None and attrs.get(SOURCE_ATTR) != source:
                 group.attrs.put({**attrs, SOURCE_ATTR: source})
             return cls(group, meta)
         # Clear the metadata first: if creation is interrupted, the next open starts afresh.
         group.attrs.put({})
+        for name in set(group.keys()) - set(arrays):  # another model's maps, tiles for other bounds
+            del group[name]
         stack = layout.stack_shape
         ones = (1,) * len(stack)
-        feat = tuple(meta["feature_shape"])
         codec = zarr.codecs.BloscCodec(cname="zstd", clevel=clevel, shuffle="shuffle", typesize=2)
-        group.create_array("features", shape=stack + feat, chunks=ones + feat, dtype="float16",
-                           compressors=codec, fill_value=0, overwrite=True)
+        for name, shape in zip(("features", *_high_res_arrays(meta)), _map_shapes(meta)):
+            group.create_array(name, shape=stack + shape, chunks=ones + shape, dtype="float16",
+                               compressors=codec, fill_value=0, overwrite=True)
         group.create_array("limits", shape=stack + (2,), chunks=ones + (2,), dtype="float64",
                            fill_value=0, overwrite=True)
         group.create_array("digest", shape=stack + (DIGEST_BYTES,), chunks=ones + (DIGEST_BYTES,),
@@ -182,16 +195,14 @@ class EmbeddingStore:
 
     def get(self, index: Index, digest: np.ndarray, device: torch.device | str = "cpu") -> Embedding | None:
         """The plane's stored embedding (float32 on ``device``), or None if absent or stale."""
-        import torch
-
         from ..values import Embedding
 
         if not self.is_done(index, digest):
             return None
-        features = torch.from_numpy(np.asarray(self._features[index]))[None]
+        features, *maps = (_tensor(a[index], device) for a in (self._features, *self._high_res))
         m = self.meta
-        return Embedding(features.to(device=device, dtype=torch.float32), tuple(m["plane_shape"]),
-                         tuple(m["input_size"]), m["img_size"], m["model"])
+        return Embedding(features, tuple(m["plane_shape"]), tuple(m["input_size"]), m["img_size"], m["model"],
+                         high_res=tuple(maps) if maps else None)
 
     def limits(self, index: Index) -> tuple[float, float]:
         lo, hi = np.asarray(self._limits[index])
@@ -199,12 +210,8 @@ class EmbeddingStore:
 
     def put(self, index: Index, digest: np.ndarray, embedding: Embedding, limits: tuple[float, float]) -> None:
         """Write one plane; the digest goes last and marks it done."""
-        import torch
-
-        features = embedding.features.detach().to("cpu", torch.float16).numpy()
-        if features.shape[1:] != tuple(self.meta["feature_shape"]):
-            raise ValueError(f"features of shape {features.shape} do not fit this store")
-        self._features[index] = features[0]
+        for array, values in zip((self._features, *self._high_res), _halves(embedding, self.meta)):
+            array[index] = values
         self._limits[index] = np.asarray(limits, dtype=np.float64)
         self._digest[index] = digest
 
@@ -221,19 +228,20 @@ class EmbeddingStore:
         ``object_size`` pixels, for every plane; tiles stored for other bounds are dropped
         (their arrays are made afresh)."""
         tiles = [tuple(int(v) for v in t) for t in tiles]
-        if tiles == self.tiles and all(k in self.group for k in TILE_ARRAYS):
+        maps = _high_res_arrays(self.meta, "tile_")
+        if tiles == self.tiles and all(k in self.group for k in (*TILE_ARRAYS, *maps)):
             if self.object_size != float(object_size):
                 self.group.attrs.put({**dict(self.group.attrs), SIZE_ATTR: float(object_size)})
             return
         stack = tuple(self.meta["stack_shape"])
         ones = (1,) * len(stack)
-        feat = tuple(self.meta["feature_shape"])
         zarr = _zarr()
         codec = zarr.codecs.BloscCodec(cname="zstd", clevel=5, shuffle="shuffle", typesize=2)
         attrs = {k: v for k, v in dict(self.group.attrs).items() if k not in (TILES_ATTR, SIZE_ATTR)}
         self.group.attrs.put(attrs)  # no tiles recorded while their arrays are remade
-        self.group.create_array("tile_features", shape=stack + (len(tiles),) + feat, chunks=ones + (1,) + feat,
-                                dtype="float16", compressors=codec, fill_value=0, overwrite=True)
+        for name, shape in zip(("tile_features", *maps), _map_shapes(self.meta)):
+            self.group.create_array(name, shape=stack + (len(tiles),) + shape, chunks=ones + (1,) + shape,
+                                    dtype="float16", compressors=codec, fill_value=0, overwrite=True)
         self.group.create_array("tile_digest", shape=stack + (len(tiles), DIGEST_BYTES),
                                 chunks=ones + (len(tiles), DIGEST_BYTES), dtype="uint8", fill_value=0, overwrite=True)
         self.group.attrs.put({**attrs, TILES_ATTR: [list(t) for t in tiles], SIZE_ATTR: float(object_size)})
@@ -242,34 +250,33 @@ class EmbeddingStore:
     def get_tile(self, index: Index, tile: tuple[int, int, int, int], digest: np.ndarray,
                  device: torch.device | str = "cpu") -> Embedding | None:
         """A stored tile's embedding (float32 on ``device``), or None if absent or stale."""
-        import torch
-
-        from ..imaging import resized_shape
         from ..values import Embedding
 
         i = self._tile_number(tile)
         if i is None:
             return None
+        where = index + (i,)
         try:
-            if not np.array_equal(np.asarray(self.group["tile_digest"][index + (i,)]), digest):
+            if not np.array_equal(np.asarray(self.group["tile_digest"][where]), digest):
                 return None
-            features = torch.from_numpy(np.asarray(self.group["tile_features"][index + (i,)]))[None]
+            names = ("tile_features", *_high_res_arrays(self.meta, "tile_"))
+            features, *maps = (_tensor(self.group[name][where], device) for name in names)
         except Exception:  # an unreadable chunk is a tile to embed again
             return None
         shape = (tile[2] - tile[0], tile[3] - tile[1])
         img_size = self.meta["img_size"]
-        return Embedding(features.to(device=device, dtype=torch.float32), shape, resized_shape(shape, img_size),
-                         img_size, self.meta["model"])
+        return Embedding(features, shape, _input_size(shape, img_size, self.meta), img_size, self.meta["model"],
+                         high_res=tuple(maps) if maps else None)
 
     def put_tile(self, index: Index, tile: tuple[int, int, int, int], digest: np.ndarray,
                  embedding: Embedding) -> None:
         """Write one tile of a plane (one of :attr:`tiles`); its digest goes last."""
-        import torch
-
         i = self._tile_number(tile)
         if i is None:
             raise ValueError(f"the tile {tile} is not one this store holds")
-        self.group["tile_features"][index + (i,)] = embedding.features.detach().to("cpu", torch.float16).numpy()[0]
+        names = ("tile_features", *_high_res_arrays(self.meta, "tile_"))
+        for name, values in zip(names, _halves(embedding, self.meta)):
+            self.group[name][index + (i,)] = values
         self.group["tile_digest"][index + (i,)] = digest
 
     def _tile_number(self, tile: tuple[int, int, int, int]) -> int | None:
@@ -279,8 +286,50 @@ class EmbeddingStore:
             return None
 
     def nbytes_stored(self) -> int:
-        """Bytes of the features on disk (compressed chunks)."""
-        return int(self._features.nbytes_stored())
+        """Bytes of the planes' features (and maps) on disk (compressed chunks)."""
+        return sum(int(a.nbytes_stored()) for a in (self._features, *self._high_res))
+
+
+def _high_res_arrays(meta: dict[str, Any], prefix: str = "") -> tuple[str, ...]:
+    """The arrays of the high-resolution maps a store with ``meta`` holds: none for SAM 1."""
+    return tuple(prefix + name for name in HIGH_RES_ARRAYS) if meta.get("high_res_shapes") else ()
+
+
+def _map_shapes(meta: dict[str, Any]) -> list[tuple[int, ...]]:
+    """The shapes of one plane's features, then of its high-resolution maps (if any)."""
+    return [tuple(s) for s in (meta["feature_shape"], *meta.get("high_res_shapes", ()))]
+
+
+def _halves(embedding: Embedding, meta: dict[str, Any]) -> list[np.ndarray]:
+    """The embedding's features and high-resolution maps (where the store holds them) as
+    float16 arrays of one plane, checked against the store's shapes before anything is written."""
+    import torch
+
+    maps = _high_res_arrays(meta)
+    if maps and embedding.high_res is None:
+        raise ValueError("this store holds SAM 2 embeddings, but the embedding has no high-resolution maps")
+    tensors = (embedding.features, *(embedding.high_res if maps else ()))
+    out = [t.detach().to("cpu", torch.float16).numpy()[0] for t in tensors]
+    for values, shape in zip(out, _map_shapes(meta)):
+        if values.shape != shape:
+            raise ValueError(f"an embedding array of shape {values.shape} does not fit this store, "
+                             f"which holds {shape}")
+    return out
+
+
+def _tensor(values: Any, device: torch.device | str) -> torch.Tensor:
+    """One stored (float16) plane of an array -> float32 (1, ...) on ``device``."""
+    import torch
+
+    return torch.from_numpy(np.asarray(values))[None].to(device=device, dtype=torch.float32)
+
+
+def _input_size(shape: tuple[int, int], img_size: int, meta: dict[str, Any]) -> tuple[int, int]:
+    """The size a plane of ``shape`` takes in the model's input: its longest side resized
+    to ``img_size`` (SAM 1, padded), or both sides (SAM 2, stretched)."""
+    from ..imaging import resized_shape
+
+    return (img_size, img_size) if meta.get("fit", "pad") == "stretch" else resized_shape(shape, img_size)
 
 
 def _differences(found: dict[str, Any], meta: dict[str, Any]) -> str:
@@ -310,7 +359,8 @@ def check_store_path(path: str | Path, source: str | None = None, overwrite: boo
     not_a_store = StoreConflictError(
         f"{path} is a folder of other files, not a napari-sam embedding store; it is never written "
         "into: choose another output path (a new folder, e.g. ending in .zarr)")
-    if not entries <= {"zarr.json", *ARRAYS, *TILE_ARRAYS}:
+    ours = {*ARRAYS, *TILE_ARRAYS, *HIGH_RES_ARRAYS, *TILE_HIGH_RES_ARRAYS}
+    if not entries <= {"zarr.json", *ours}:
         raise not_a_store
     try:
         group = _zarr().open_group(str(path), mode="r")
@@ -318,7 +368,7 @@ def check_store_path(path: str | Path, source: str | None = None, overwrite: boo
         members = set(group.keys())
     except Exception:  # noqa: BLE001 - whatever zarr makes of it, it is not one of our stores
         raise not_a_store from None
-    if not set(attrs) <= {"napari_sam", SOURCE_ATTR, TILES_ATTR, SIZE_ATTR} or not members <= {*ARRAYS, *TILE_ARRAYS}:
+    if not set(attrs) <= {"napari_sam", SOURCE_ATTR, TILES_ATTR, SIZE_ATTR} or not members <= ours:
         raise not_a_store
     recorded = attrs.get(SOURCE_ATTR)
     if source is not None and recorded is not None and recorded != source and not overwrite:
@@ -330,20 +380,16 @@ def check_store_path(path: str | Path, source: str | None = None, overwrite: boo
 
 
 def _meta(predictor: Predictor, layout: StackLayout) -> dict[str, Any]:
-    from ..imaging import resized_shape
-
     img_size = int(predictor.model.img_size)
     pe = predictor.model.prompt_encoder
     c = int(pe.embed_dim)
     gh, gw = (int(n) for n in pe.grid_size)
-    # JSON round trip, so that it compares equal to what comes back from the attrs.
-    return json.loads(json.dumps({
+    meta: dict[str, Any] = {
         "format": FORMAT,
         "model": predictor.model_name,
         "img_size": img_size,
         "feature_shape": [c, gh, gw],
         "plane_shape": list(layout.plane_shape),
-        "input_size": list(resized_shape(layout.plane_shape, img_size)),
         "stack_shape": list(layout.stack_shape),
         "data": {"shape": list(layout.data_shape), "dtype": layout.dtype},
         "preprocessing": {
@@ -353,7 +399,30 @@ def _meta(predictor: Predictor, layout: StackLayout) -> dict[str, Any]:
             "rgb": layout.rgb,
             "plane_axes": list(layout.plane_axes),
         },
-    }))
+    }
+    # Keys only SAM 2 stores carry, so that a SAM 1 store's metadata is what it always was.
+    fit, sam2 = _model_kind(predictor)
+    if fit != "pad":
+        meta["fit"] = fit
+    if sam2:  # the decoder's maps at strides 4 and 8 of the input, from its 1x1 convolutions
+        meta["high_res_shapes"] = [[c // 8, 4 * gh, 4 * gw], [c // 4, 2 * gh, 2 * gw]]
+    meta["input_size"] = list(_input_size(layout.plane_shape, img_size, meta))
+    # JSON round trip, so that it compares equal to what comes back from the attrs.
+    return json.loads(json.dumps(meta))
+
+
+def _model_kind(predictor: Predictor) -> tuple[str, bool]:
+    """How the predictor fits a plane to its input ("pad" or "stretch"), and whether its
+    model is a SAM 2 (whose embeddings carry high-resolution maps)."""
+    from ..model.architectures import architecture
+
+    fit, sam2 = getattr(predictor, "fit", None), getattr(predictor, "is_sam2", None)
+    if fit is None or sam2 is None:  # not a Predictor: ask the architecture table, if the model names one
+        arch = getattr(predictor.model, "arch", None)
+        known = architecture(arch) if isinstance(arch, str) else None
+        fit = fit or (known.fit if known else "pad")
+        sam2 = sam2 if sam2 is not None else known is not None and known.tracks_with_memory
+    return str(fit), bool(sam2)
 
 
 @dataclass(frozen=True)
@@ -442,13 +511,12 @@ def load_embedding(path: str | Path, index: Sequence[int] = ()) -> Embedding | N
 
     Does not check the plane's content: use :class:`EmbeddingStore` with a digest for that.
     """
-    import torch
-
     from ..values import Embedding
 
     group, meta = open_store(path)
     index = tuple(int(i) for i in index)
     if not np.asarray(group["digest"][index]).any():
         return None
-    features = torch.from_numpy(np.asarray(group["features"][index]))[None].float()
-    return Embedding(features, tuple(meta["plane_shape"]), tuple(meta["input_size"]), meta["img_size"], meta["model"])
+    features, *maps = (_tensor(group[name][index], "cpu") for name in ("features", *_high_res_arrays(meta)))
+    return Embedding(features, tuple(meta["plane_shape"]), tuple(meta["input_size"]), meta["img_size"], meta["model"],
+                     high_res=tuple(maps) if maps else None)
