@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from napari_sam.model.architectures import ARCHITECTURES, TABLE, architecture, recognise
+from napari_sam.model.loading import build
 from napari_sam.model.sam import Sam
 from napari_sam.model.registry import ModelSpec, list_models, register
 
@@ -14,7 +15,7 @@ from napari_sam.model.registry import ModelSpec, list_models, register
 def meta_model(arch: str) -> Sam:
     """The network without memory for its weights: shapes only."""
     with torch.device("meta"):
-        return Sam(arch)
+        return build(arch)
 
 
 @pytest.mark.parametrize("arch", ARCHITECTURES)
@@ -23,9 +24,12 @@ def test_the_table_agrees_with_the_network_it_builds(arch):
     # The encoder maps the table's input size onto SAM's 64x64 embedding grid.
     side = entry.img_size
     with torch.device("meta"):
-        assert tuple(model.image_encoder(torch.empty(1, 3, side, side)).shape) == (1, 256, 64, 64)
-    family = {"vitdet": "ViTDetEncoder", "tinyvit": "TinyViTEncoder"}[entry.encoder]
+        x = torch.empty(1, 3, side, side)
+        embedding = model.encode(x).features if entry.tracks_with_memory else model.image_encoder(x)
+    assert tuple(embedding.shape) == (1, 256, 64, 64)
+    family = {"vitdet": "ViTDetEncoder", "tinyvit": "TinyViTEncoder", "hiera": "Sam2ImageEncoder"}[entry.encoder]
     assert type(model.image_encoder).__name__ == family
+    assert type(model).__name__ == ("Sam2" if entry.tracks_with_memory else "Sam")
     # A checkpoint of this network is recognised as this architecture, and as no other.
     state = model.state_dict()
     assert recognise(state) == arch

@@ -158,14 +158,15 @@ def normalise_for_model(rgb: torch.Tensor, normalisation: str) -> torch.Tensor:
 def model_input(
     plane: np.ndarray, img_size: int, normalisation: str,
     percentiles: tuple[float, float] = DEFAULT_PERCENTILES,
-    limits: tuple[float, float] | None = None,
+    limits: tuple[float, float] | None = None, fit: str = "pad",
 ) -> tuple[torch.Tensor, tuple[int, int]]:
     """A validated plane -> padded model input (1, 3, S, S) and the resized (h, w).
 
-    ``limits`` are precomputed intensity limits (see :func:`intensity_limits`).
+    ``limits`` are precomputed intensity limits (see :func:`intensity_limits`). ``fit``
+    "pad" keeps the aspect ratio and pads; "stretch" resizes both sides to S (SAM 2).
     """
     rgb = to_intensity(plane, percentiles, limits)
-    size = resized_shape(rgb.shape[:2], img_size)
+    size = (img_size, img_size) if fit == "stretch" else resized_shape(rgb.shape[:2], img_size)
     x = normalise_for_model(resize_rgb(rgb, size), normalisation)
     x = F.pad(x, (0, img_size - size[1], 0, img_size - size[0]))
     return x[None], size

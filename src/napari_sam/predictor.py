@@ -32,6 +32,8 @@ class Predictor:
         self.normalisation = spec.normalisation
         self.model_name = spec.name
         self.box_only = bool(spec.box_only)
+        self.fit = architecture(model.arch).fit
+        self.is_sam2 = architecture(model.arch).tracks_with_memory
         self._service: PromptService | None = None
         self._prepared: tuple[object, PreparedImage] | None = None
 
@@ -46,11 +48,18 @@ class Predictor:
         (see :func:`~napari_sam.imaging.intensity_limits`), e.g. those of a whole plane for a crop.
         """
         plane = as_plane(image)
-        x, input_size = model_input(plane, self.model.img_size, self.normalisation, self.percentiles, limits)
+        x, input_size = model_input(plane, self.model.img_size, self.normalisation, self.percentiles, limits,
+                                    self.fit)
+        high_res = None
         with friendly_oom("embedding a plane", self.model_name, self.device), torch.inference_mode():
             x = encoder_input(self.model, x)
-            features = self.model.image_encoder(x).float()
-        return Embedding(features, tuple(plane.shape[:2]), input_size, self.model.img_size, self.model_name)
+            if self.is_sam2:
+                frame = self.model.encode(x)
+                features, high_res = frame.features.float(), tuple(h.float() for h in frame.high_res)
+            else:
+                features = self.model.image_encoder(x).float()
+        return Embedding(features, tuple(plane.shape[:2]), input_size, self.model.img_size, self.model_name,
+                         high_res=high_res)
 
     def segment(self, image: object, points: object = None, labels: object = None, box: object = None,
                 multimask: bool = True, *, cache: Cache | None = None, **options: Any) -> Candidates:
@@ -139,6 +148,8 @@ class Predictor:
             xyxy = np.asarray(boxes, dtype=np.float32)[:, [1, 0, 3, 2]] * np.tile(to_xy, 2)
             box_t = torch.as_tensor(xyxy, device=dev)
         mask_t = None if mask_input is None else torch.as_tensor(np.asarray(mask_input, np.float32)[:, None], device=dev)
+        if self.is_sam2:
+            return self._decode_sam2(embedding, point_t, box_t, mask_t, multimask)
         pe = self.model.prompt_encoder
         with torch.inference_mode(), decoder_autocast(self.model):
             sparse, dense = pe(point_t, box_t, mask_t)
@@ -149,6 +160,23 @@ class Predictor:
                 logits, scores = self.model.mask_decoder(
                     embedding.features.to(dev, torch.float32), pe.dense_pe(), sparse, dense, multimask=multimask)
         return logits.float(), scores.float()
+
+    def _decode_sam2(self, embedding: Embedding, points: tuple[torch.Tensor, torch.Tensor] | None,
+                     boxes: torch.Tensor | None, mask_input: torch.Tensor | None, multimask: bool
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
+        """SAM 2.1 on a single image, as its image predictor: the embedding with the "no
+        memory" vector added, boxes as corner points, the decoder's masks as they come."""
+        model, dev = self.model, self.device
+        if embedding.high_res is None:
+            raise ValueError("this embedding has no high-resolution features: it was not made by a SAM 2 model")
+        batch = max(t.shape[0] for t in (points[0] if points else None, boxes, mask_input) if t is not None)
+        with torch.inference_mode(), decoder_autocast(model):
+            sparse, dense = model.prompt_tokens(points, boxes, mask_input, batch, dev)
+            image = model.without_memory(embedding.features.to(dev, torch.float32))
+            high_res = tuple(h.to(dev, torch.float32) for h in embedding.high_res)
+            out = model.sam_mask_decoder(image, model.sam_prompt_encoder.dense_pe(), sparse, dense,
+                                         multimask=multimask, high_res=high_res)
+        return out.masks.float(), out.iou.float()
 
     def _prepared_image(self, embedding: Embedding) -> PreparedImage:
         """The decoder's prompt-independent work for ``embedding`` (without a mask prompt),
@@ -168,6 +196,8 @@ class Predictor:
         s = embedding.img_size
         h, w = embedding.input_size
         with torch.inference_mode():
+            if self.fit == "stretch":  # SAM 2 resizes its low-res logits straight to the plane
+                return F.interpolate(logits, embedding.original_size, mode="bilinear", align_corners=False)[0]
             x = logits if logits.shape[-1] == s else F.interpolate(logits, (s, s), mode="bilinear", align_corners=False)
             x = x[..., :h, :w]
             if tuple(x.shape[-2:]) != tuple(embedding.original_size):

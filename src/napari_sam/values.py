@@ -21,6 +21,8 @@ class Embedding:
     input_size: tuple[int, int]  # (h, w) after resizing the longest side to img_size
     img_size: int  # the model's square input side
     model_name: str = ""
+    # SAM 2's two high-resolution maps for the decoder, (1, 32, 4*64, 4*64) and (1, 64, 2*64, 2*64).
+    high_res: tuple[torch.Tensor, torch.Tensor] | None = field(default=None, compare=False, repr=False)
     # What this embedding was read from (an embedding cache's stored features), so the
     # decoder's per-embedding work is reused across reads that each give new tensors.
     origin: object = field(default=None, compare=False, repr=False)
@@ -32,7 +34,7 @@ class Embedding:
 
     @property
     def nbytes(self) -> int:
-        return self.features.element_size() * self.features.nelement()
+        return sum(t.element_size() * t.nelement() for t in (self.features, *(self.high_res or ())))
 
 
 @dataclass(frozen=True)

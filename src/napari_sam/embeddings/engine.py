@@ -154,6 +154,7 @@ class _Job:
 
 
 TILE_BYTES = 256 * 64 * 64 * 2  # one float16 embedding in the cache
+SAM2_TILE_BYTES = TILE_BYTES + (32 * 256 * 256 + 64 * 128 * 128) * 2  # plus SAM 2's high-res maps
 
 
 class Engine:
@@ -292,7 +293,8 @@ class Engine:
 
     def _max_tiles(self) -> int:
         """Tiles queued per request: a quarter of the cache, so they do not evict each other."""
-        return max(16, self.cache.max_bytes // 4 // TILE_BYTES)
+        tile = SAM2_TILE_BYTES if getattr(self.predictor, "is_sam2", False) else TILE_BYTES
+        return max(16, self.cache.max_bytes // 4 // tile)
 
     # ----------------------------------------------------------------- disk store
 

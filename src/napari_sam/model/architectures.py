@@ -15,7 +15,8 @@ from typing import Any, Literal
 
 Normalisation = Literal["sam", "minmax"]
 PromptKind = Literal["points", "boxes", "masks"]
-EncoderFamily = Literal["vitdet", "tinyvit"]
+EncoderFamily = Literal["vitdet", "tinyvit", "hiera"]
+Fit = Literal["pad", "stretch"]
 
 ALL_PROMPTS: tuple[PromptKind, ...] = ("points", "boxes", "masks")
 
@@ -39,6 +40,8 @@ class Architecture:
 
     ``img_size`` is the side of the square encoder input. ``normalisation`` is how pixels
     are scaled before it: "sam" (ImageNet mean/std on 0-255) or "minmax" (to [0, 1]).
+    ``fit`` is how a plane becomes that square: "pad" (longest side resized to it, the
+    rest padded, as SAM 1) or "stretch" (both sides resized to it, as SAM 2).
     ``prompts`` are the prompt kinds its released weights answer well; a registry entry may
     narrow or widen them. ``unused_keys`` are state-dict prefixes that released checkpoints
     carry but inference never uses.
@@ -51,15 +54,25 @@ class Architecture:
     signature: Signature
     prompts: tuple[PromptKind, ...] = ALL_PROMPTS
     unused_keys: tuple[str, ...] = ()
+    fit: Fit = "pad"
 
     @property
     def box_only(self) -> bool:
         return "points" not in self.prompts
 
+    @property
+    def tracks_with_memory(self) -> bool:
+        """SAM 2: carries objects through a stack with its memory bank."""
+        return self.encoder == "hiera"
+
 
 _TINYVIT_STEM = "image_encoder.patch_embed.seq.0.c.weight"  # 1x1 at 256 px, 3x3 at 1024 px
 _VITDET_QKV = "image_encoder.blocks.0.attn.qkv.weight"  # (3 * width, width)
 _TINYVIT_HEAD = ("image_encoder.head.", "image_encoder.norm_head.")  # the classifier of ImageNet pretraining
+# Hiera: T and S share a width, so a block's width tells them apart (the 12th block is in
+# T's last stage, S's third; the 16th exists only from S up); B+ and L differ in width.
+_HIERA_BLOCK = "image_encoder.trunk.blocks.{}.norm1.weight"
+_HIERA_WIDTH = "image_encoder.trunk.pos_embed"  # (1, width, 7, 7)
 
 TABLE: dict[str, Architecture] = {
     a.name: a
@@ -71,11 +84,16 @@ TABLE: dict[str, Architecture] = {
                      unused_keys=_TINYVIT_HEAD),
         Architecture("lite_medsam", "tinyvit", 256, "minmax", Signature(_TINYVIT_STEM, -1, 1),
                      prompts=("boxes", "masks"), unused_keys=_TINYVIT_HEAD),
+        Architecture("sam2.1_hiera_t", "hiera", 1024, "sam", Signature(_HIERA_BLOCK.format(11), 0, 768), fit="stretch"),
+        Architecture("sam2.1_hiera_s", "hiera", 1024, "sam", Signature(_HIERA_BLOCK.format(15), 0, 768), fit="stretch"),
+        Architecture("sam2.1_hiera_b+", "hiera", 1024, "sam", Signature(_HIERA_WIDTH, 1, 112), fit="stretch"),
+        Architecture("sam2.1_hiera_l", "hiera", 1024, "sam", Signature(_HIERA_WIDTH, 1, 144), fit="stretch"),
     )
 }
 
 ARCHITECTURES: tuple[str, ...] = tuple(TABLE)
-Arch = Literal["vit_b", "vit_l", "vit_h", "vit_t", "lite_medsam"]
+Arch = Literal["vit_b", "vit_l", "vit_h", "vit_t", "lite_medsam",
+               "sam2.1_hiera_t", "sam2.1_hiera_s", "sam2.1_hiera_b+", "sam2.1_hiera_l"]
 
 
 def architecture(name: str) -> Architecture:

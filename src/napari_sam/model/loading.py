@@ -5,12 +5,16 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
-from .architectures import ARCHITECTURES, recognise
+from .architectures import ARCHITECTURES, architecture, recognise
 from .checkpoint import CheckpointError, load_state_dict, read_checkpoint
 from .sam import Sam
+
+if TYPE_CHECKING:
+    from .sam2 import Sam2
 from .fast import apply_precision, resolve_precision
 from .registry import ModelSpec, get_spec
 
@@ -31,17 +35,26 @@ def spec_for(name_or_path: str | Path, model_type: str | None = None) -> tuple[M
     return spec, path
 
 
+def build(arch: str) -> Sam | Sam2:
+    """An untrained network of architecture ``arch``: SAM (1) or, for a Hiera encoder, SAM 2.1."""
+    if architecture(arch).tracks_with_memory:
+        from .sam2 import Sam2
+
+        return Sam2(arch)
+    return Sam(arch)
+
+
 def load_model(
     name_or_path: str | Path = "lite_medsam",
     model_type: str | None = None,
     device: str | torch.device = "auto",
     precision: str = "auto",
     progress: Callable[[int, int | None], None] | None = None,
-) -> Sam:
+) -> Sam | Sam2:
     """Build a SAM-family model and load its weights.
 
     ``name_or_path`` is a registry name (``lite_medsam``, ``vit_b``, ``vit_l``, ``vit_h``,
-    ``vit_t``, ...) or a checkpoint file; for a file, ``model_type`` names the architecture
+    ``vit_t``, ``sam2.1_hiera_t``, ...) or a checkpoint file; for a file, ``model_type`` names the architecture
     (guessed from the weights when omitted). Downloads report ``progress(done, total)``.
     ``precision``: "fp32" is the exact path; "bf16" runs the image encoder in bfloat16
     (see :mod:`napari_sam.model.fast`); "auto" takes bf16 where the CPU or GPU runs it
@@ -62,7 +75,7 @@ def load_model(
         if arch is None:
             raise CheckpointError(f"cannot tell the architecture of {path}: pass model_type (one of {ARCHITECTURES})")
         spec = dataclasses.replace(spec, arch=arch)
-    model = Sam(arch)
+    model = build(arch)
     load_state_dict(model, state, arch, spec.unused_prefixes)
     dev = device if isinstance(device, torch.device) else select_device(device)
     chosen = resolve_precision(precision, dev)  # a bad value fails before the weights move

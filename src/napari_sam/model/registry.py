@@ -90,6 +90,19 @@ def _microsam_2023(key: str, arch: Arch, record: int, sha256: str) -> ModelSpec:
     )
 
 
+_SAM2_BASE = "https://dl.fbaipublicfiles.com/segment_anything_2/092824/"
+
+
+def _official_sam2(size: str, title: str, file_size: str, size_bytes: int, sha256: str) -> ModelSpec:
+    """One of Meta's released SAM 2.1 checkpoints (Ravi et al., 2024). Hashes as pinned by
+    micro-sam (micro_sam/v2/util.py), sizes as checked by SAMJ; both fetch these URLs."""
+    arch = f"sam2.1_hiera_{size}"
+    return ModelSpec(name=arch, arch=arch, title=f"SAM 2.1 Hiera-{title} (official)",  # type: ignore[arg-type]
+                     filename=f"sam2.1_hiera_{file_size}.pt", url=f"{_SAM2_BASE}sam2.1_hiera_{file_size}.pt",
+                     sha256=sha256, size_bytes=size_bytes, aliases=(f"sam2_hiera_{size}", f"sam2.1_{file_size}"),
+                     notes="Tracks objects through z and t with its memory (commit through stack: follow memory).")
+
+
 _MODELS: list[ModelSpec] = [
     ModelSpec(
         name="lite_medsam",
@@ -118,6 +131,11 @@ _MODELS: list[ModelSpec] = [
         sha256="6dbb90523a35330fedd7f1d3dfc66f995213d81b29a5ca8108dbcdd4e37d6c2f",
         aliases=("mobile_sam", "mobilesam"),
     ),
+    _official_sam2("t", "T", "tiny", 156_008_466, "7402e0d864fa82708a20fbd15bc84245c2f26dff0eb43a4b5b93452deb34be69"),
+    _official_sam2("s", "S", "small", 184_416_285, "6d1aa6f30de5c92224f8172114de081d104bbd23dd9dc5c58996f0cad5dc4d38"),
+    _official_sam2("b+", "B+", "base_plus", 323_606_802,
+                   "a2345aede8715ab1d5d31b4a509fb160c5a4af1970f199d9054ccfb746c004c5"),
+    _official_sam2("l", "L", "large", 898_083_611, "2647878d5dfa5098f2f8649825738a9345572bae2d4350a2468587ece47dd318"),
     _microsam_2023("vit_b_lm", "vit_b", 8250281,
                    "5a59cc4064092d54cd4d92cd967e39168f3760905431e868e474d60fe5464ecd"),
     _microsam_2023("vit_h_lm", "vit_h", 8250299,

@@ -29,9 +29,11 @@ class FpnNeck(nn.Module):
             nn.Sequential(OrderedDict(conv=nn.Conv2d(c, dim, kernel_size=1))) for c in channels
         )
 
-    def forward(self, xs: Sequence[torch.Tensor]) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    def forward(self, xs: Sequence[torch.Tensor], with_positions: bool = True
+                ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         """Stage outputs, highest resolution first -> (features, position codes), each a list
-        of (B, dim, H_i, W_i) in the same order."""
+        of (B, dim, H_i, W_i) in the same order; no codes (an empty list) without
+        ``with_positions``."""
         if len(xs) != len(self.convs):
             raise ValueError(f"expected {len(self.convs)} feature maps, got {len(xs)}")
         last = len(xs) - 1
@@ -42,7 +44,7 @@ class FpnNeck(nn.Module):
             if coarser is not None and i in self.top_down_levels:
                 x = x + F.interpolate(coarser, scale_factor=2.0, mode="nearest")
             features[i] = coarser = x
-        positions = [self.position_code(f) for f in features]
+        positions = [self.position_code(f) for f in features] if with_positions else []
         return features, positions
 
     def position_code(self, x: torch.Tensor) -> torch.Tensor:
@@ -74,6 +76,8 @@ class Sam2ImageEncoder(nn.Module):
         self.trunk = Hiera(config)
         self.neck = FpnNeck(config.backbone_channel_list)
 
-    def forward(self, x: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-        features, positions = self.neck(self.trunk(x))
+    def forward(self, x: torch.Tensor, with_positions: bool = True) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """See the class; ``with_positions=False`` skips the position codes (a frame's
+        encoding needs none: they depend on the grid alone)."""
+        features, positions = self.neck(self.trunk(x), with_positions)
         return features[:-1], positions[:-1]
