@@ -5,12 +5,14 @@ They raise :class:`~napari_sam.errors.Cancelled` when ``cancel()`` turns true.""
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import numpy as np
 
 from ..segmentation.automatic import AutoParams, segment_everything
 from ..segmentation.automatic_volume import segment_volume
 from ..embeddings.engine import Engine, Index
+from ..segmentation.memory_propagation import track_objects
 from ..segmentation.propagation import propagate_piece, score_piece
 from ..segmentation.tracking import Track, track
 from ..values import Candidates
@@ -19,9 +21,10 @@ from .prompts import PlanePrompts
 from .stack import PlaneStack
 
 
-# The ways of following an object that the widget offers: propagation.CARRIES less
-# "model" (SAM alone on every slice, with no carry to keep it on the object).
-JOB_CARRIES = ("motion", "intensity")
+# The ways of following an object that the widget offers: SAM 2's memory, and for SAM 1
+# models propagation.CARRIES less "model" (SAM alone on every slice, with no carry to
+# keep it on the object).
+JOB_CARRIES = ("memory", "motion", "intensity")
 
 
 def propagation_job(engine: Engine, stack: PlaneStack, z: int, mask: np.ndarray,
@@ -33,7 +36,8 @@ def propagation_job(engine: Engine, stack: PlaneStack, z: int, mask: np.ndarray,
     (masks with a confidence per slice). ``fixes`` are the prompts the user drew on other
     slices: their best masks are taken as given there.
 
-    ``carry``: ``"motion"`` follows the object by its motion, each frame answered by SAM
+    ``carry``: ``"memory"`` (SAM 2.1 models only) carries the object with the model's
+    memory of the slices already segmented; ``"motion"`` follows the object by its motion, each frame answered by SAM
     at zoom from the engine's tiles (time series); ``"intensity"`` carries the mask by the
     object's brightness and ends it by its profile (z stacks of fluorescent nuclei).
     ``spacing``: the voxel size along (stack, rows, cols), the layer's scale; a volume
@@ -42,6 +46,8 @@ def propagation_job(engine: Engine, stack: PlaneStack, z: int, mask: np.ndarray,
     """
     if carry not in JOB_CARRIES:
         raise ValueError(f"carry must be one of {JOB_CARRIES}, got {carry!r}")
+    if carry == "memory":
+        return _memory_job(engine, stack, z, {1: mask}, fixes, single=True)
 
     frames = _EngineFrames(engine, stack)
 
@@ -65,6 +71,8 @@ def propagate_all_job(engine: Engine, stack: PlaneStack, z: int, plane_labels: n
     ``stack``: a :class:`~napari_sam._qt.workers.BackgroundJob` function returning object id -> its
     :class:`~napari_sam.segmentation.tracking.Track` (each frame a crop: memory follows the objects)."""
     ids = [int(k) for k in np.unique(plane_labels) if k > 0]
+    if carry == "memory":  # all objects in one pass: each plane's features are read once
+        return _memory_job(engine, stack, z, {k: plane_labels == k for k in ids}, None, single=False)
 
     def run(progress: Callable[[int, int], None], cancel: Callable[[], bool]) -> dict[int, Track]:
         out = {}
@@ -74,6 +82,23 @@ def propagate_all_job(engine: Engine, stack: PlaneStack, z: int, plane_labels: n
             out[k] = one(lambda *_: None, cancel)
         progress(len(ids), len(ids))
         return out
+
+    return run
+
+
+def _memory_job(engine: Engine, stack: PlaneStack, z: int, masks: dict[int, np.ndarray],
+                fixes: dict[int, PlanePrompts] | None, single: bool) -> Callable[..., Any]:
+    """SAM 2.1's memory tracking of ``masks`` through ``stack``, embeddings from the engine."""
+    predictor = engine.predictor
+    if not getattr(predictor, "is_sam2", False):
+        raise ValueError(f"following by memory needs a SAM 2.1 model; {predictor.model_name} has none")
+    corrections = {k: (p.points if len(p.points) else None, p.labels if len(p.points) else None, p.box)
+                   for k, p in (fixes or {}).items()}
+
+    def run(progress: Callable[[int, int], None], cancel: Callable[[], bool]) -> Any:
+        tracks = track_objects(predictor.model, lambda k: engine.embedding(stack.source, stack.at(k)),
+                               stack.shape[0], z, masks, corrections, progress=progress, cancel=cancel)
+        return tracks[1] if single else tracks
 
     return run
 
