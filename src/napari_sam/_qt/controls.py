@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from functools import cache
+from pathlib import Path
 from typing import Any
 
 from magicgui.widgets import Container, create_widget
@@ -40,6 +41,14 @@ CANCEL = "Cancel"
 PROPAGATE = "Commit through stack (P)"
 CANCEL_PROPAGATE = "Cancel propagation (P)"
 PROPAGATE_ALL = "All objects of this plane"
+CHECKPOINT_FILE = "checkpoint file ..."  # the model combo's last entry (its title and data): opens a file dialog
+CHECKPOINT_FILTER = "SAM checkpoints (*.pt *.pth *.ckpt);;All files (*)"
+FOLLOW = {  # the ways to follow an object through a stack, in the combo's order
+    "memory": "memory: SAM 2.1 carries the object with its memory of the slices already segmented, both ways, "
+              "stopping where the model no longer sees it",
+    "motion": "motion: follow the object as it moves, SAM on every frame (movies)",
+    "intensity": "intensity: carry it by its brightness, ending where its profile ends (z stacks)",
+}
 
 
 class LayerCombo(QComboBox):
@@ -134,6 +143,9 @@ class Controls(QWidget):
         for spec in list_models():
             self.model.addItem(spec.title, spec.name)
             self.model.setItemData(self.model.count() - 1, spec.notes or spec.title, Qt.ItemDataRole.ToolTipRole)
+        self.model.addItem(CHECKPOINT_FILE, CHECKPOINT_FILE)
+        self.model.setItemData(self.model.count() - 1, "Load a SAM, MedSAM, LiteMedSAM or SAM 2.1 checkpoint from a "
+                               "file; its architecture is recognised from the weights", Qt.ItemDataRole.ToolTipRole)
         compact(self.model)
         self.device = QComboBox()
         self.device.addItems(device_choices())
@@ -169,10 +181,9 @@ class Controls(QWidget):
         self.through = QComboBox()
         self.through.setToolTip("The axis to carry the object along (named by the layer's axis labels)")
         self.follow = QComboBox()
-        self.follow.addItem("motion", "motion")
-        self.follow.addItem("intensity", "intensity")
-        self.follow.setToolTip("motion: follow the object as it moves, SAM on every frame (movies); "
-                               "intensity: carry it by its brightness, ending where its profile ends (z stacks)")
+        for way in ("motion", "intensity"):
+            self._add_follow(way, self.follow.count())
+        self._follow_tooltip()
         self.frames = FrameList()
         self.auto_form = auto_form()
         self.everything_plane = QPushButton(EVERYTHING_PLANE)
@@ -180,6 +191,45 @@ class Controls(QWidget):
         self.store = QPushButton("Use embedding store ...")
         self.store.setToolTip("Read (and extend) embeddings precomputed with 'napari-sam embed': a .zarr folder")
         self._lay_out()
+
+    def add_checkpoint(self, path: str) -> int:
+        """The model combo's entry for the checkpoint file ``path`` (made before the
+        file entry if new): its index."""
+        i = self.model.findData(path)
+        if i < 0:
+            i = self.model.count() - 1
+            self.model.insertItem(i, f"file: {Path(path).name}", path)
+            self.model.setItemData(i, path, Qt.ItemDataRole.ToolTipRole)
+        return i
+
+    def remove_checkpoint(self, path: str) -> None:
+        """Drop the entry of checkpoint file ``path`` (it failed to load), if there is one."""
+        i = self.model.findData(path)
+        if i >= 0 and self.model.itemText(i).startswith("file: "):
+            # silently: the entry shown stays, though its index may shift
+            self.model.blockSignals(True)
+            self.model.removeItem(i)
+            self.model.blockSignals(False)
+
+    def offer_memory(self, on: bool) -> bool:
+        """Offer "memory" (SAM 2.1 models) in the follow combo, first, or take it away;
+        True if the entries changed."""
+        i = self.follow.findData("memory")
+        if on == (i >= 0):
+            return False
+        if on:
+            self._add_follow("memory", 0)
+        else:
+            self.follow.removeItem(i)
+        self._follow_tooltip()
+        return True
+
+    def _add_follow(self, way: str, at: int) -> None:
+        self.follow.insertItem(at, way, way)
+        self.follow.setItemData(at, FOLLOW[way], Qt.ItemDataRole.ToolTipRole)
+
+    def _follow_tooltip(self) -> None:
+        self.follow.setToolTip("; ".join(FOLLOW[self.follow.itemData(i)] for i in range(self.follow.count())))
 
     def auto_params(self) -> AutoParams:
         """The automatic-segmentation parameters set in the form."""

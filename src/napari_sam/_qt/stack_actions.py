@@ -1,7 +1,8 @@
 """The dock's stack actions: commit the chosen candidate through a stack axis (following
-motion on time axes, intensity on z), carry all objects of a plane, and show the result's
-confidence per frame with a way to go there. The work runs on a background job; the
-Qt-free parts are :mod:`napari_sam.interactive.jobs` and :mod:`~napari_sam.interactive.commit`."""
+SAM 2.1's memory with such a model, else motion on time axes and intensity on z), carry
+all objects of a plane, and show the result's confidence per frame with a way to go there.
+The work runs on a background job; the Qt-free parts are :mod:`napari_sam.interactive.jobs`
+and :mod:`~napari_sam.interactive.commit`."""
 
 from __future__ import annotations
 
@@ -70,10 +71,21 @@ class StackActions(QObject):
         return int(pos), self.host.view.stack_axis_names(tuple(self.host.viewer.dims.axis_labels))[int(pos)]
 
     def _follow_for_axis(self) -> None:
-        """Movies follow motion; z stacks, brightness (the user may change it)."""
+        """SAM 2.1 models follow by their memory on any axis; otherwise movies follow motion
+        and z stacks brightness (the user may change it)."""
         through = self._through()
         time = through is not None and is_time_axis(through[1])
-        self.ui.follow.setCurrentIndex(self.ui.follow.findData("motion" if time else "intensity"))
+        way = "memory" if self.ui.follow.findData("memory") >= 0 else "motion" if time else "intensity"
+        self.ui.follow.setCurrentIndex(self.ui.follow.findData(way))
+
+    def model_changed(self) -> None:
+        """Offer (and choose) following by memory while a SAM 2.1 model is in use; without
+        one, a choice of memory goes back to the axis's default."""
+        engine = self.host.engine
+        memory = engine is not None and bool(getattr(engine.predictor, "is_sam2", False))
+        chosen = self.ui.follow.currentData()
+        if self.ui.offer_memory(memory) and (memory or chosen == "memory"):
+            self._follow_for_axis()
 
     def propagate(self) -> None:
         """Carry the chosen candidate through the stack and commit it as one 3D object; while

@@ -16,16 +16,18 @@ import numpy as np
 from napari.layers import Image, Labels
 from napari.utils.notifications import show_warning
 from qtpy.QtCore import QTimer
-from qtpy.QtWidgets import QVBoxLayout, QWidget
+from qtpy.QtWidgets import QFileDialog, QVBoxLayout, QWidget
 
 from ..embeddings.engine import Engine, EmbeddingCache, Index, PlaneReady
 from ..interactive.commit import commit_mask
 from ..interactive.jobs import everything_job
 from ..interactive.planes import PlaneView, displayed_axes
-from ..model.registry import get_spec
+from ..model.loading import spec_for
 from ..model.weights import checkpoint_status
 from .candidates import CandidateView
-from .controls import CANCEL, EVERYTHING_PLANE, EVERYTHING_STACK, Controls, LayerCombo
+from .controls import (
+    CANCEL, CHECKPOINT_FILE, CHECKPOINT_FILTER, EVERYTHING_PLANE, EVERYTHING_STACK, Controls, LayerCombo,
+)
 from .lifecycle import Undocked
 from .layers import add_labels, new_output_layer
 from .decoding import PromptDecoding
@@ -69,6 +71,7 @@ class SamWidget(QWidget):
         self._listening: list[tuple[Any, Any]] = []  # (viewer emitter, callback): undone on close
         self._outputs: dict[str, Labels] = {}  # image_key -> the labels layer chosen for it
         self._loaded: tuple[str, str, Engine] | None = None  # (model, device, engine) that loaded last
+        self._requested: str | None = None  # the model (name or checkpoint path) loading or loaded last
         self._store_paths: dict[Any, str] = {}  # source signature -> the embedding store opened for it
         self._store_error_shown: str | None = None  # the engine's store error the user was told about
         self.viewer = viewer = napari_viewer
@@ -205,15 +208,32 @@ class SamWidget(QWidget):
     # ------------------------------------------------------------------ model
 
     def _load_model(self) -> None:
-        self._model_token += 1
         name, device = self.ui.model.currentData(), self.ui.device.currentText()
+        if name == CHECKPOINT_FILE:
+            name = self._choose_checkpoint()
+            if name is None:
+                return
+        self._model_token += 1
+        self._requested = name
         self.engine = None
         self.embedding_worker.set_engine(None)
         self._clear_candidates()
-        spec = get_spec(name)
-        how = "downloading (see the activity dock)" if checkpoint_status(spec)[0] == "needs download" else "loading"
+        spec, path = spec_for(name)
+        fetch = path is None and checkpoint_status(spec)[0] == "needs download"
+        how = "downloading (see the activity dock)" if fetch else "loading"
         self.set_status(f"{how} {spec.title} on {device} ...")
         self.loader.load(name, device, self._model_token)
+
+    def _choose_checkpoint(self) -> str | None:
+        """Ask for a checkpoint file: its path, which the combo now shows; None if cancelled,
+        the combo showing the model chosen before again."""
+        path, _ = QFileDialog.getOpenFileName(self, "SAM checkpoint file", "", CHECKPOINT_FILTER)
+        combo = self.ui.model
+        i = self.ui.add_checkpoint(path) if path else combo.findData(self._requested)
+        combo.blockSignals(True)
+        combo.setCurrentIndex(max(i, 0))
+        combo.blockSignals(False)
+        return path or None
 
     def _on_model_loaded(self, engine: Engine, token: int) -> None:
         if token != self._model_token or self._torn_down:
@@ -222,6 +242,7 @@ class SamWidget(QWidget):
         self._loaded = (self.ui.model.currentData(), self.ui.device.currentText(), engine)
         self.embedding_worker.set_engine(engine)
         self.set_status(f"model ready: {engine.model_name} on {engine.predictor.device}")
+        self.stack.model_changed()
         (self.ui.box_mode if self.box_only else self.ui.point_mode).setChecked(True)
         self._activate("boxes" if self.box_only else "points")
         self.index = None
@@ -237,12 +258,16 @@ class SamWidget(QWidget):
         self.ui.hint.setToolTip(self.ui.status.toolTip())
         # Back to the model that worked: the combos show what is in use.
         name, device, engine = self._loaded
+        failed, self._requested = self._requested, name
         for combo, i in ((self.ui.model, self.ui.model.findData(name)), (self.ui.device, self.ui.device.findText(device))):
             combo.blockSignals(True)
             combo.setCurrentIndex(max(i, 0))
             combo.blockSignals(False)
+        if failed is not None and failed != name:
+            self.ui.remove_checkpoint(failed)  # a file that is no model is not offered again
         self.engine = engine
         self.embedding_worker.set_engine(engine)
+        self.stack.model_changed()
         self.index = None
         self._on_dims()
 
