@@ -16,6 +16,7 @@ from napari_sam.model.sam2 import Sam2, fill_small_holes
 from napari_sam.predictor import Predictor
 from napari_sam.values import Embedding
 from napari_sam.segmentation.memory_propagation import MemoryTracker
+from napari_sam.segmentation.propagation import propagate, propagate_labels
 from sam2 import build_sam as sam2_build  # the reference: the dev extra installs it
 
 CONFIG = "configs/sam2.1/sam2.1_hiera_{}.yaml"
@@ -185,6 +186,36 @@ def test_propagation_through_six_frames_matches_the_reference(tiny, tmp_path, ca
         torch.testing.assert_close(mine[i], theirs[i], atol=atol, rtol=1e-4)
     seen = [bool((theirs[i] > 0).any()) for i in range(N_FRAMES)]
     assert not any(seen) if "gone" in case else all(seen)  # both branches of the object score ran
+
+
+def test_propagate_and_propagate_labels_carry_objects_by_memory_with_a_sam2_model(tiny):
+    reference, model, planes, inputs, ours = tiny
+    n = 4  # of the 6 frames: enough for both directions from slice 2
+    predictor = Predictor(model)
+    h, w = planes[0].shape
+    embeddings = [Embedding(o.features, (h, w), (1024, 1024), 1024, high_res=o.high_res) for o in ours[:n]]
+    volume = np.stack(planes[:n])
+    box = np.array([100.0, 120.0, 150.0, 170.0])
+    object_score_bias(reference, model, 4.0)
+    got = propagate(predictor, volume, 2, box=box, embed=embeddings.__getitem__)
+    assert got.shape == volume.shape and got.dtype == bool and all(got[k].any() for k in range(n))
+    # The same as the tracker driven directly (the API adds only the plane geometry).
+    tracker = MemoryTracker(model, ours.__getitem__, n)
+    tracker.prompt(2, 1, box=box[[1, 0, 3, 2]] * [1024 / w, 1024 / h, 1024 / w, 1024 / h])
+    direct = {k: torch.nn.functional.interpolate(o[1].mask, (h, w), mode="bilinear")[0, 0] > 0
+              for k, o in [*tracker.propagate(), *tracker.propagate(start=2, reverse=True)]}
+    assert all(np.array_equal(got[k], direct[k].numpy()) for k in range(n))
+
+    two = np.zeros((h, w), np.uint8)
+    two[100:150, 120:170], two[20:60, 20:70] = 3, 7
+    labels = propagate_labels(predictor, volume, 2, two, embed=embeddings.__getitem__)
+    assert labels.shape == volume.shape and set(np.unique(labels)) <= {0, 3, 7}
+    np.testing.assert_array_equal(labels[2], two)  # the given masks are the start slice's answer
+    # Random weights answer with plane-wide masks: the larger object keeps what both claim.
+    assert all((labels[k] == 3).any() for k in range(n))
+
+    object_score_bias(reference, model, -4.0)  # the model no longer sees it: nothing is carried
+    assert not propagate(predictor, volume, 2, box=box, embed=embeddings.__getitem__).any()
 
 
 def test_small_holes_inside_a_mask_are_filled_and_large_ones_kept():

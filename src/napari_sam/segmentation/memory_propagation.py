@@ -259,24 +259,24 @@ class MemoryTracker:
 Prompt = tuple[np.ndarray | None, np.ndarray | None, np.ndarray | None]  # points (row, col), labels, box
 
 
-def track_objects(model: Sam2, embed: Callable[[int], Embedding], n: int, z: int, masks: Mapping[int, np.ndarray],
-                  corrections: Mapping[int, Prompt] | None = None, *, fill_hole_area: int = HOLE_AREA,
-                  progress: Callable[[int, int], None] | None = None, cancel: Callable[[], bool] | None = None,
-                  ) -> dict[int, Track]:
-    """Carry each object of ``masks`` (id -> (H, W) bool mask on plane ``z``) through the
-    ``n`` planes of a stack with SAM 2.1's memory, forward and then backward from ``z``.
+def track_objects(model: Sam2, embed: Callable[[int], Embedding], n: int, z: int,
+                  starts: Mapping[int, np.ndarray | Prompt], corrections: Mapping[int, np.ndarray | Prompt] | None = None,
+                  *, fill_hole_area: int = HOLE_AREA, progress: Callable[[int, int], None] | None = None,
+                  cancel: Callable[[], bool] | None = None) -> dict[int, Track]:
+    """Carry each object of ``starts`` through the ``n`` planes of a stack with SAM 2.1's
+    memory, forward and then backward from plane ``z``.
 
-    ``embed(k)`` gives plane ``k``'s embedding (the engine's cache or store, so nothing is
-    encoded twice). ``corrections``: plane -> (points (N, 2) as (row, col), labels, box as
-    (r0, c0, r1, c1)) drawn by the user on other planes, prompts for the first object.
-    An object ends where the model's object score says it is gone. Returns id -> its
-    :class:`~napari_sam.segmentation.tracking.Track`.
+    ``starts``: object id -> its (H, W) bool mask on plane ``z``, or its prompts there as
+    (points (N, 2) as (row, col), labels, box as (r0, c0, r1, c1)), in plane pixels.
+    ``corrections``: plane -> a mask or prompts the user gave on another plane, for the
+    first object. ``embed(k)`` gives plane ``k``'s embedding (the engine's cache or store,
+    so nothing is encoded twice). An object ends where the model's object score says it is
+    gone. Returns id -> its :class:`~napari_sam.segmentation.tracking.Track`.
     """
-    if not masks:
+    if not starts:
         return {}
-    shape = tuple(next(iter(masks.values())).shape)
-    size = model.img_size
-    to_model = np.array([size / shape[1], size / shape[0]], dtype=np.float32)  # (x, y) per pixel
+    shape = tuple(embed(z).original_size)
+    to_model = np.array([model.img_size / shape[1], model.img_size / shape[0]], dtype=np.float32)  # x, y
 
     def features(k: int) -> FrameFeatures:
         e = embed(k)
@@ -285,19 +285,29 @@ def track_objects(model: Sam2, embed: Callable[[int], Embedding], n: int, z: int
         return FrameFeatures(e.features, e.high_res)
 
     tracker = MemoryTracker(model, features, n, fill_hole_area=fill_hole_area)
-    for obj, mask in masks.items():
-        tracker.prompt_mask(z, obj, mask)
-    first = next(iter(masks))
-    for k, (points, labels, box) in (corrections or {}).items():
+
+    def give(plane: int, obj: int, what: np.ndarray | Prompt) -> None:
+        if isinstance(what, np.ndarray):
+            if what.shape != shape:
+                raise ValueError(f"a mask of shape {what.shape} does not fit planes of shape {shape}")
+            tracker.prompt_mask(plane, obj, what)
+            return
+        points, labels, box = what
         xy = None if points is None or not len(points) else np.asarray(points, np.float32)[:, ::-1] * to_model
         xyxy = None if box is None else np.asarray(box, np.float32)[[1, 0, 3, 2]] * np.tile(to_model, 2)
-        tracker.prompt(k, first, xy, labels, xyxy)
+        tracker.prompt(plane, obj, xy, labels, xyxy)
 
-    tracks = {obj: Track(shape) for obj in masks}
+    for obj, start in starts.items():
+        give(z, obj, start)
+    first = next(iter(starts))
+    for k, fix in (corrections or {}).items():
+        give(k, first, fix)
+
+    tracks = {obj: Track(shape) for obj in starts}
     params = TrackParams()
-    done, total = 0, n
+    done, total = 0, max(n - 1, 1)
     for step, reverse in ((1, False), (-1, True)):
-        active = set(masks)
+        active = set(starts)
         previous: dict[int, np.ndarray] = {}
         for plane, outs in tracker.propagate(start=z, reverse=reverse, objects=active):
             if cancel is not None and cancel():

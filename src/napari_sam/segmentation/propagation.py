@@ -32,6 +32,7 @@ around the object is read, so lazy stacks stay lazy.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -47,9 +48,11 @@ from ..metrics import iou
 from ..predictor import Predictor
 from ..values import Embedding
 from ..prompting.service import mask_threshold
+from .memory_propagation import track_objects
 from .tracking import ArrayFrames, Frame, Track, TrackParams, track
 
 CARRIES = ("intensity", "model", "motion")
+SAM2_PLANES_KEPT = 3  # embeddings kept while a SAM 2 model tracks through a stack
 CROSS_AGREE = 0.5  # how well an object followed along another axis must match the start mask
 
 
@@ -183,7 +186,21 @@ def propagate(predictor: Predictor, volume: object, z: int, points: object = Non
               progress: Callable[[int, int], None] | None = None, cancel: Callable[[], bool] | None = None,
               spacing: Sequence[float] | None = None) -> np.ndarray:
     """Segment the object prompted on slice ``z`` of a (Z, H, W) stack through the stack;
-    returns a (Z, H, W) bool array. See :func:`propagate_piece` for the arguments."""
+    returns a (Z, H, W) bool array. See :func:`propagate_piece` for the arguments.
+
+    With a SAM 2.1 model the object is carried by the model's memory instead
+    (:func:`~napari_sam.segmentation.memory_propagation.track_objects`): ``params`` and
+    ``spacing`` do not apply, and it ends where the model no longer sees the object.
+    """
+    if predictor.is_sam2:
+        shape = _stack_shape(volume, z)
+        start = mask if mask is not None else (_points_or_none(points), labels, box)
+        if mask is None and points is None and box is None:
+            raise ValueError("give a prompt (points and/or a box) or a start mask on slice z")
+        tracks = track_objects(predictor.model, embed or _embedder(predictor, volume, keep=SAM2_PLANES_KEPT),
+                               shape[0], z, {1: start}, {k: np.asarray(m, bool) for k, m in (corrections or {}).items()},
+                               progress=progress, cancel=cancel)
+        return tracks[1].paste(shape[0])
     piece = propagate_piece(predictor, volume, z, points, labels, box, mask, params, corrections, embed,
                             progress, cancel, spacing)
     return piece.paste(tuple(getattr(volume, "shape", np.shape(volume))))  # type: ignore[arg-type]
@@ -366,9 +383,13 @@ def propagate_labels(
     progress: Callable[[int, int], None] | None = None,
     cancel: Callable[[], bool] | None = None,
     spacing: Sequence[float] | None = None,
+    embed: Callable[[int], Embedding] | None = None,
 ) -> np.ndarray:
     """Carry every object of ``labels`` (an (H, W) label image of slice ``z``) through the
-    stack; returns (Z, H, W) labels with each object under its own id.
+    stack; returns (Z, H, W) labels with each object under its own id. ``embed(k)``: slice
+    k's embedding, where the caller has them (default: embed on demand).
+
+    With a SAM 2.1 model all objects are carried at once by the model's memory.
 
     Objects are followed one at a time, each as its own :func:`propagate_piece` (memory
     follows the objects' size, plus the output). Where two objects claim a pixel of another
@@ -381,10 +402,17 @@ def propagate_labels(
         raise ValueError(f"the labels have shape {labels.shape}, the slices {shape[1:]}")
     ids, areas = np.unique(labels[labels > 0], return_counts=True)
     out = np.zeros(shape, dtype=np.min_scalar_type(int(ids.max())) if len(ids) else np.uint8)
+    if predictor.is_sam2:  # all objects at once, each slice's features read once
+        order = [int(k) for k in ids[np.argsort(-areas, kind="stable")]]
+        tracks = track_objects(predictor.model, embed or _embedder(predictor, volume, keep=SAM2_PLANES_KEPT), shape[0], z,
+                               {k: labels == k for k in order}, progress=progress, cancel=cancel)
+        for k in order:
+            out[(tracks[k].paste(shape[0])) & (out == 0)] = k
+        return out
     for done, k in enumerate(ids[np.argsort(-areas, kind="stable")]):
         if progress is not None:
             progress(done, len(ids))
-        piece = propagate_piece(predictor, volume, z, mask=labels == k, params=params, cancel=cancel,
+        piece = propagate_piece(predictor, volume, z, mask=labels == k, params=params, embed=embed, cancel=cancel,
                                 spacing=spacing)
         region = out[piece.where]
         region[piece.mask & (region == 0)] = k
@@ -393,16 +421,33 @@ def propagate_labels(
     return out
 
 
-def _embedder(predictor: Predictor, volume: object) -> Callable[[int], Embedding]:
-    """Embed slices on demand, each once."""
-    cache: dict[int, Embedding] = {}
+def _embedder(predictor: Predictor, volume: object, keep: int | None = None) -> Callable[[int], Embedding]:
+    """Embed slices on demand, each once; with ``keep``, only the last ``keep`` slices
+    asked for are kept (memory tracking reads a slice a few times, then moves on)."""
+    cache: OrderedDict[int, Embedding] = OrderedDict()
 
     def embed(k: int) -> Embedding:
         if k not in cache:
             cache[k] = predictor.embed(np.asarray(volume[k]))
+            if keep is not None and len(cache) > keep:
+                cache.popitem(last=False)
+        cache.move_to_end(k)
         return cache[k]
 
     return embed
+
+
+def _stack_shape(volume: object, z: int) -> tuple[int, ...]:
+    shape = tuple(getattr(volume, "shape", np.shape(volume)))
+    if len(shape) != 3:
+        raise ValueError(f"propagation needs a (Z, H, W) stack, got shape {shape}")
+    if not 0 <= z < shape[0]:
+        raise IndexError(f"slice {z} is outside the stack of {shape[0]} slices")
+    return shape
+
+
+def _points_or_none(points: object) -> np.ndarray | None:
+    return None if points is None else np.asarray(points, np.float32).reshape(-1, 2)
 
 
 def _mask_from_prompts(predictor: Predictor, embedding: Embedding, threshold: float, box: object = None,
