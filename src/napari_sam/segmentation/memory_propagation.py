@@ -27,7 +27,8 @@ import torch.nn.functional as F
 
 from ..errors import Cancelled
 from ..metrics import iou as mask_iou
-from ..model.sam2 import MAX_POINTERS, MEMORY_FRAMES, FrameFeatures, Sam2, fill_small_holes
+from ..model.fast import decoder_autocast
+from ..model.sam2 import MAX_POINTERS, MEMORY_FRAMES, FrameFeatures, HeadOutput, Sam2, fill_small_holes
 from ..values import Embedding
 from .tracking import Frame, Track, TrackParams
 
@@ -135,7 +136,8 @@ class MemoryTracker:
             frame = self.features(plane)
             features = frame.features.to(self.device, torch.float32)
             high_res = tuple(h.to(self.device, torch.float32) for h in frame.high_res)
-            head = self.model.mask_as_output(features, high_res, m)
+            with decoder_autocast(self.model):
+                head = _float(self.model.mask_as_output(features, high_res, m))
         out = PlaneOutput(fill_small_holes(head.best, self.fill_hole_area), head.pointer, head.object_score)
         track.pending[plane] = (first or self.corrections_condition, out)
         return out.mask
@@ -184,14 +186,15 @@ class MemoryTracker:
         frame = self.features(plane)
         features = frame.features.to(self.device, torch.float32)
         high_res = tuple(h.to(self.device, torch.float32) for h in frame.high_res)
-        if first:
-            embedding = model.without_memory(features)
-        else:
-            memory, memory_pos, n_ptr = self._memory(track, plane, reverse)
-            embedding = model.with_memory(features, memory, memory_pos, n_ptr)
         n_points = 0 if prompt is None else prompt[1].shape[1]
         multimask = n_points <= 1  # one click (or none, when tracking) is ambiguous
-        head = model.heads(embedding, high_res, points=prompt, mask_input=mask_input, multimask=multimask)
+        with decoder_autocast(model):  # bf16 matrix products on the fast path
+            if first:
+                embedding = model.without_memory(features)
+            else:
+                memory, memory_pos, n_ptr = self._memory(track, plane, reverse)
+                embedding = model.with_memory(features, memory, memory_pos, n_ptr).float()
+            head = _float(model.heads(embedding, high_res, points=prompt, mask_input=mask_input, multimask=multimask))
         full = F.interpolate(head.best, size=(model.img_size, model.img_size), mode="bilinear", align_corners=False)
         rows = torch.arange(head.iou.shape[0])
         iou = float(head.iou[rows, head.iou.argmax(1)].item()) if multimask else float(head.iou[0, 0].item())
@@ -202,9 +205,10 @@ class MemoryTracker:
 
     def _encode(self, features: torch.Tensor, mask_logits: torch.Tensor, object_score: torch.Tensor,
                 binarize: bool) -> torch.Tensor:
-        memory, pos = self.model.encode_memory(features, mask_logits, object_score, binarize)
+        with decoder_autocast(self.model):
+            memory, pos = self.model.encode_memory(features, mask_logits, object_score, binarize)
         if self._memory_pos is None:
-            self._memory_pos = pos[:1].clone()
+            self._memory_pos = pos[:1].float().clone()
         return memory.to(torch.bfloat16)
 
     def _settle_prompts(self) -> None:
@@ -335,6 +339,11 @@ def track_objects(model: Sam2, embed: Callable[[int], Embedding], n: int, z: int
     if progress is not None:
         progress(total, total)
     return tracks
+
+
+def _float(head: HeadOutput) -> HeadOutput:
+    """The decoder's answer in float32 (autocast leaves some of it in bfloat16)."""
+    return HeadOutput(*(t.float() for t in (head.masks, head.iou, head.best, head.pointer, head.object_score)))
 
 
 def _plane_mask(logits: torch.Tensor, shape: tuple[int, int]) -> np.ndarray:
