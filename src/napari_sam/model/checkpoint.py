@@ -28,9 +28,11 @@ def read_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except (RuntimeError, EOFError, OSError, pickle.UnpicklingError, zipfile.BadZipFile) as exc:
+        reason = (str(exc).strip().splitlines() or [""])[0][:200]  # torch's first line; the rest is advice for pickles
         raise CheckpointError(
-            f"could not read checkpoint {path} ({type(exc).__name__}: {exc}). The file is probably "
-            "truncated or corrupt: delete it and download it again (napari-sam download NAME)."
+            f"could not read checkpoint {path}: it is not a PyTorch checkpoint, or one that is truncated or "
+            f"corrupt ({type(exc).__name__}: {reason}). If it was downloaded, delete it and download it "
+            "again (napari-sam download NAME)."
         ) from exc
     while isinstance(obj, Mapping) and not _looks_like_state(obj):
         inner = next((obj[k] for k in _WRAPPER_KEYS if isinstance(obj.get(k), Mapping)), None)
