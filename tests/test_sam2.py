@@ -218,6 +218,37 @@ def test_propagate_and_propagate_labels_carry_objects_by_memory_with_a_sam2_mode
     assert not propagate(predictor, volume, 2, box=box, embed=embeddings.__getitem__).any()
 
 
+def test_a_correction_on_a_tracked_slice_joins_the_prompted_memories(tiny):
+    reference, model, planes, inputs, ours = tiny
+    object_score_bias(reference, model, 4.0)
+    tracker = MemoryTracker(model, ours.__getitem__, 4)
+    tracker.prompt(0, 1, points=np.array([[500.0, 400.0]]), labels=[1])
+    first = {k: o[1].mask.clone() for k, o in tracker.propagate()}
+    fix = tracker.prompt(2, 1, box=np.array([300.0, 300.0, 700.0, 650.0]))
+    again = {k: o[1].mask for k, o in tracker.propagate()}
+    track = tracker.objects[1]
+    assert sorted(track.prompted) == [0, 2] and 2 not in track.tracked
+    assert torch.equal(again[2], fix) and not torch.equal(again[2], first[2])
+    assert not torch.equal(again[3], first[3])  # slice 3 now remembers the corrected slice 2
+
+
+def test_the_memory_bank_forgets_slices_no_step_can_reach():
+    from napari_sam.model.sam2 import MAX_POINTERS
+    from napari_sam.segmentation.memory_propagation import ObjectTrack, PlaneOutput
+
+    tracker = MemoryTracker.__new__(MemoryTracker)  # the pruning rule alone, without a model
+    track = ObjectTrack()
+    blank = PlaneOutput(torch.zeros(1), torch.zeros(1), torch.ones(1, 1))
+    track.prompted[10] = blank
+    for plane in range(11, 200):
+        track.tracked[plane] = blank
+        tracker._forget(track, plane)
+    # Kept: the slices within reach of the prompted slice 10 and of the current one, 199.
+    near = lambda p, k: abs(p - k) < MAX_POINTERS  # noqa: E731
+    assert sorted(track.tracked) == [p for p in range(11, 200) if near(p, 10) or near(p, 199)]
+    assert len(track.tracked) <= 2 * MAX_POINTERS
+
+
 def test_small_holes_inside_a_mask_are_filled_and_large_ones_kept():
     logits = torch.full((1, 1, 32, 32), 5.0)
     logits[0, 0, 4:6, 4:6] = -3.0  # 4 px hole
