@@ -20,7 +20,7 @@ from napari_sam.model.weights import CACHE_ENV, MIRROR_ENV
 from .conftest import TIMEOUT_MS, drag, idle, press, wait_candidates
 from .test_stacks import go_to
 
-SLICES, SIDE, STEP = 5, 96, 2  # a small stack: Hiera-T encodes every slice at 1024² on the CPU
+SLICES, SIDE, STEP = 3, 96, 2  # a small stack: Hiera-T encodes every slice at 1024² on the CPU
 NUCLEUS, CENTRE = 19, (141, 166)  # a nucleus of the test image, and its centre (row, col)
 
 
