@@ -74,6 +74,18 @@ class StackedLinear(nn.Module):
         return x
 
 
+def mask_upscaling(dim: int) -> nn.Sequential:
+    """SAM's (and SAM 2's) mask decoder upscaling: two 2x transposed convolutions, from
+    ``dim`` to ``dim // 8`` channels (keys ``output_upscaling.{0,1,3}``)."""
+    return nn.Sequential(
+        nn.ConvTranspose2d(dim, dim // 4, kernel_size=2, stride=2),
+        LayerNorm2d(dim // 4),
+        GELU(),
+        nn.ConvTranspose2d(dim // 4, dim // 8, kernel_size=2, stride=2),
+        GELU(),
+    )
+
+
 def make_neck(in_dim: int, out_dim: int = 256) -> nn.Sequential:
     """The encoders' projection to the 256-channel embedding (keys ``neck.0`` .. ``neck.3``)."""
     return nn.Sequential(

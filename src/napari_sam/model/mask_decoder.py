@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .common import GELU, LayerNorm2d, StackedLinear
+from .common import StackedLinear, mask_upscaling
 from .transformer import PreparedImage, TwoWayTransformer
 
 
@@ -20,13 +20,7 @@ class MaskDecoder(nn.Module):
         self.transformer = TwoWayTransformer(dim=dim)
         self.iou_token = nn.Embedding(1, dim)
         self.mask_tokens = nn.Embedding(self.num_mask_tokens, dim)
-        self.output_upscaling = nn.Sequential(
-            nn.ConvTranspose2d(dim, dim // 4, kernel_size=2, stride=2),
-            LayerNorm2d(dim // 4),
-            GELU(),
-            nn.ConvTranspose2d(dim // 4, dim // 8, kernel_size=2, stride=2),
-            GELU(),
-        )
+        self.output_upscaling = mask_upscaling(dim)
         self.output_hypernetworks_mlps = nn.ModuleList(
             StackedLinear(dim, dim, dim // 8, 3) for _ in range(self.num_mask_tokens)
         )

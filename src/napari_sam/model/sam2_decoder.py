@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .common import GELU, LayerNorm2d, StackedLinear
+from .common import StackedLinear, mask_upscaling
 from .transformer import TwoWayTransformer
 
 
@@ -57,13 +57,7 @@ class Sam2MaskDecoder(nn.Module):
         self.iou_token = nn.Embedding(1, dim)
         self.mask_tokens = nn.Embedding(self.num_mask_tokens, dim)
         self.obj_score_token = nn.Embedding(1, dim)
-        self.output_upscaling = nn.Sequential(
-            nn.ConvTranspose2d(dim, dim // 4, kernel_size=2, stride=2),
-            LayerNorm2d(dim // 4),
-            GELU(),
-            nn.ConvTranspose2d(dim // 4, dim // 8, kernel_size=2, stride=2),
-            GELU(),
-        )
+        self.output_upscaling = mask_upscaling(dim)
         # Applied by the caller to the backbone's stride-4 and stride-8 levels, once per image.
         self.conv_s0 = nn.Conv2d(dim, dim // 8, kernel_size=1)
         self.conv_s1 = nn.Conv2d(dim, dim // 4, kernel_size=1)
