@@ -54,9 +54,8 @@ class PlaneOutput:
 
 @dataclass
 class ObjectTrack:
-    """What is known of one object: its prompts, prompted planes and tracked planes."""
+    """What is known of one object: its prompted planes and tracked planes."""
 
-    prompts: dict[int, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)
     prompted: dict[int, PlaneOutput] = field(default_factory=dict)
     tracked: dict[int, PlaneOutput] = field(default_factory=dict)
     pending: dict[int, tuple[bool, PlaneOutput]] = field(default_factory=dict)  # plane -> (prompted?, output)
@@ -110,7 +109,6 @@ class MemoryTracker:
             raise ValueError("no prompt given: pass points or a box")
         prompt = (torch.cat(xy)[None].to(self.device), torch.cat(lab)[None].to(self.device))
         track = self.objects.setdefault(obj, ObjectTrack())
-        track.prompts[plane] = prompt
         first = plane not in track.direction
         reverse = False if first else track.direction[plane]
         earlier = track.pending.get(plane, (None, None))[1] or track.prompted.get(plane) or track.tracked.get(plane)
@@ -130,12 +128,9 @@ class MemoryTracker:
         if tuple(m.shape[-2:]) != size:
             m = (F.interpolate(m, size=size, mode="bilinear", align_corners=False, antialias=True) >= 0.5).float()
         track = self.objects.setdefault(obj, ObjectTrack())
-        track.prompts.pop(plane, None)
         first = plane not in track.direction
         with torch.inference_mode():
-            frame = self.features(plane)
-            features = frame.features.to(self.device, torch.float32)
-            high_res = tuple(h.to(self.device, torch.float32) for h in frame.high_res)
+            features, high_res = self._frame(plane)
             with decoder_autocast(self.model):
                 head = _float(self.model.mask_as_output(features, high_res, m))
         out = PlaneOutput(fill_small_holes(head.best, self.fill_hole_area), head.pointer, head.object_score)
@@ -183,9 +178,7 @@ class MemoryTracker:
     def _step(self, track: ObjectTrack, plane: int, first: bool, prompt: tuple[torch.Tensor, torch.Tensor] | None,
               mask_input: torch.Tensor | None, reverse: bool, encode_memory: bool) -> tuple[PlaneOutput, torch.Tensor]:
         model = self.model
-        frame = self.features(plane)
-        features = frame.features.to(self.device, torch.float32)
-        high_res = tuple(h.to(self.device, torch.float32) for h in frame.high_res)
+        features, high_res = self._frame(plane)
         n_points = 0 if prompt is None else prompt[1].shape[1]
         multimask = n_points <= 1  # one click (or none, when tracking) is ambiguous
         with decoder_autocast(model):  # bf16 matrix products on the fast path
@@ -203,6 +196,12 @@ class MemoryTracker:
             out.memory = self._encode(features, full, head.object_score, binarize=prompt is not None)
         return out, full
 
+    def _frame(self, plane: int) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+        """Plane ``plane``'s features and high-resolution maps, float32 on the model's device."""
+        frame = self.features(plane)
+        return (frame.features.to(self.device, torch.float32),
+                tuple(h.to(self.device, torch.float32) for h in frame.high_res))
+
     def _encode(self, features: torch.Tensor, mask_logits: torch.Tensor, object_score: torch.Tensor,
                 binarize: bool) -> torch.Tensor:
         with decoder_autocast(self.model):
@@ -216,7 +215,7 @@ class MemoryTracker:
         for track in self.objects.values():
             for plane, (as_prompted, out) in sorted(track.pending.items(), key=lambda kv: kv[1][0]):
                 if out.memory is None:
-                    features = self.features(plane).features.to(self.device, torch.float32)
+                    features = self._frame(plane)[0]
                     full = F.interpolate(out.mask, size=(self.model.img_size,) * 2, mode="bilinear",
                                          align_corners=False)
                     out.memory = self._encode(features, full, out.object_score, binarize=True)
