@@ -11,7 +11,9 @@ import torch
 
 from napari_sam import Predictor
 from napari_sam.model.sam import Sam
-from napari_sam.model.fast import apply_precision, bf16_is_fast, fold_batchnorms, resolve_precision
+from napari_sam.model.fast import (apply_precision, bf16_is_fast, decoder_autocast, fold_batchnorms, memory_autocast,
+                                  resolve_precision)
+from napari_sam.model.vit import attend_with_decomposed_bias
 
 from .conftest import perturb_
 
@@ -22,6 +24,31 @@ def test_auto_takes_bf16_only_where_it_is_native():
     assert resolve_precision("fp32", cpu) == "fp32"
     with pytest.raises(ValueError, match="precision must be one of"):
         resolve_precision("fp16", cpu)
+
+
+def test_autocast_contexts_follow_the_path():
+    """Prompts on the CPU fast path run under bf16 autocast; SAM 2 tracking steps too."""
+    model = Sam("lite_medsam").eval()
+    for ctx in (decoder_autocast, memory_autocast):
+        with ctx(model):
+            assert not torch.is_autocast_enabled("cpu")
+    apply_precision(model, "bf16")
+    for ctx in (decoder_autocast, memory_autocast):
+        with ctx(model):
+            assert torch.is_autocast_enabled("cpu")
+
+
+def test_global_attention_for_all_heads_at_once_matches_per_head_bands():
+    """GPUs take a band of query rows for all heads at once (fewer kernel launches), CPUs
+    one head at a time; both give softmax(q k^T / sqrt(d) + bias) v."""
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(3, 64 * 64, 16, generator=g) for _ in range(3))
+    bias_h, bias_w = (torch.randn(3, 64, 64, 64, generator=g) for _ in range(2))
+    per_head = attend_with_decomposed_bias(q, k, v, bias_h, bias_w, per_head=True)
+    together = attend_with_decomposed_bias(q, k, v, bias_h, bias_w, per_head=False)
+    bias = (bias_h[..., :, None] + bias_w[..., None, :]).reshape(3, 4096, 4096)
+    whole = torch.softmax(q @ k.transpose(1, 2) / 4 + bias, -1) @ v
+    assert torch.allclose(per_head, whole, atol=1e-5) and torch.allclose(together, whole, atol=1e-5)
 
 
 def test_folded_batchnorms_give_the_same_embedding():

@@ -2,9 +2,34 @@
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager, nullcontext
+
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+try:
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+except ImportError:  # torch < 2.3: no cuDNN attention backend to avoid either
+    sdpa_kernel = None
+
+
+def _without_cudnn(q: torch.Tensor) -> AbstractContextManager:
+    if sdpa_kernel is None or not q.is_cuda:
+        return nullcontext()
+    return sdpa_kernel([SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH])
+
+
+def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+              attn_mask: torch.Tensor | None = None) -> torch.Tensor:
+    """``F.scaled_dot_product_attention``, never on cuDNN's kernel.
+
+    On an H200 in bf16, PyTorch picked cuDNN's attention, which spent about 4 ms of CPU per
+    call planning (the memory bank's key length changes from frame to frame): SAM 2
+    tracking ran 2x slower in bf16 than in float32. Flash attention takes those shapes.
+    """
+    with _without_cudnn(q):
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
 
 
 def gelu_(x: torch.Tensor) -> torch.Tensor:

@@ -10,10 +10,9 @@ tokens at the end of the memory have no grid cell and are not turned.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from .common import add_
+from .common import add_, attention
 
 
 def rotary_angles(grid: int, dim: int, theta: float = 10000.0) -> torch.Tensor:
@@ -83,7 +82,7 @@ class RotaryAttention(nn.Module):
             turned = rotate_(frames, turns)
             if turned is not frames:  # turned out of place: gradients are recorded
                 k = torch.cat((turned.flatten(1, 2), k[:, rotated:]), dim=1)
-        out = F.scaled_dot_product_attention(q[:, None], k[:, None], self.v_proj(values)[:, None])
+        out = attention(q[:, None], k[:, None], self.v_proj(values)[:, None])
         return self.out_proj(out[:, 0])
 
 

@@ -11,10 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from .common import FeedForward
+from .common import FeedForward, attention
 
 
 class ProjectedAttention(nn.Module):
@@ -42,7 +41,7 @@ class ProjectedAttention(nn.Module):
         if q.shape[0] != k.shape[0]:  # one image's keys and values serve a batch of prompts
             b = max(q.shape[0], k.shape[0])
             q, k, v = (t.expand(b, -1, -1, -1) for t in (q, k, v))
-        out = F.scaled_dot_product_attention(q, k, v)
+        out = attention(q, k, v)
         b, h, n, d = out.shape
         return self.out_proj(out.transpose(1, 2).reshape(b, n, h * d))
 

@@ -92,12 +92,15 @@ _CHUNK_TOKENS = 1024
 
 
 def attend_with_decomposed_bias(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias_h: torch.Tensor, bias_w: torch.Tensor
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias_h: torch.Tensor, bias_w: torch.Tensor,
+    per_head: bool | None = None,
 ) -> torch.Tensor:
     """softmax(q k^T / sqrt(d) + bias) v for q, k, v (N, h*w, d), bias from its two halves.
 
-    Small grids (windows) get the whole bias at once; large ones are done per head and per
-    band of query rows, so the bias never exists for more than ``_CHUNK_TOKENS`` queries.
+    Small grids (windows) get the whole bias at once; large ones are done per band of query
+    rows, so the bias never exists for more than ``_CHUNK_TOKENS`` queries: per head on a
+    CPU, where that keeps it in cache, and for all heads at once on a GPU, where the number
+    of kernel launches is what costs (``per_head`` None: by the device).
     """
     n, h, w, _ = bias_h.shape
     tokens = h * w
@@ -106,18 +109,21 @@ def attend_with_decomposed_bias(
         return F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
     out = torch.empty_like(v)
     rows = max(1, _CHUNK_TOKENS // w)
+    on_cpu = q.device.type == "cpu"
+    per_head = on_cpu if per_head is None else per_head
     scale = q.shape[-1] ** -0.5
-    for i in range(n):
+    for heads in ([slice(i, i + 1) for i in range(n)] if per_head else [slice(0, n)]):
         for y0 in range(0, h, rows):
             y1 = min(h, y0 + rows)
             band = slice(y0 * w, y1 * w)
-            bias = (bias_h[i, y0:y1, :, :, None] + bias_w[i, y0:y1, :, None, :]).reshape(1, -1, tokens)
-            if q.dtype == torch.float32:
-                out[i, band] = F.scaled_dot_product_attention(q[i, None, band], k[i, None], v[i, None], attn_mask=bias)[0]
+            bias = bias_h[heads, y0:y1, :, :, None] + bias_w[heads, y0:y1, :, None, :]
+            bias = bias.reshape(-1, (y1 - y0) * w, tokens)
+            if q.dtype == torch.float32 or not on_cpu:
+                out[heads, band] = F.scaled_dot_product_attention(q[heads, band], k[heads], v[heads], attn_mask=bias)
             else:
                 # In bfloat16 the explicit form is faster on CPUs than the fused kernel.
-                scores = torch.baddbmm(bias, q[i, None, band], k[i, None].transpose(1, 2), alpha=scale)
-                out[i, band] = torch.bmm(scores.softmax(-1), v[i, None])[0]
+                scores = torch.baddbmm(bias, q[heads, band], k[heads].transpose(1, 2), alpha=scale)
+                out[heads, band] = torch.bmm(scores.softmax(-1), v[heads])
     return out
 
 

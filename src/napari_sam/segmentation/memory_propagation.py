@@ -27,7 +27,7 @@ import torch.nn.functional as F
 
 from ..errors import Cancelled
 from ..metrics import iou as mask_iou
-from ..model.fast import decoder_autocast
+from ..model.fast import decoder_autocast, memory_autocast
 from ..model.sam2 import MAX_POINTERS, MEMORY_FRAMES, FrameFeatures, HeadOutput, Sam2, fill_small_holes
 from ..values import Embedding
 from .tracking import Frame, Track, TrackParams
@@ -181,7 +181,7 @@ class MemoryTracker:
         features, high_res = self._frame(plane)
         n_points = 0 if prompt is None else prompt[1].shape[1]
         multimask = n_points <= 1  # one click (or none, when tracking) is ambiguous
-        with decoder_autocast(model):  # bf16 matrix products on the fast path
+        with memory_autocast(model):  # bf16 matrix products on the fast path
             if first:
                 embedding = model.without_memory(features)
             else:
@@ -204,7 +204,7 @@ class MemoryTracker:
 
     def _encode(self, features: torch.Tensor, mask_logits: torch.Tensor, object_score: torch.Tensor,
                 binarize: bool) -> torch.Tensor:
-        with decoder_autocast(self.model):
+        with memory_autocast(self.model):
             memory, pos = self.model.encode_memory(features, mask_logits, object_score, binarize)
         if self._memory_pos is None:
             self._memory_pos = pos[:1].float().clone()
