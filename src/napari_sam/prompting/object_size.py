@@ -24,6 +24,29 @@ def default_diameter(shape: tuple[int, int]) -> float:
     return max(MIN_DIAMETER, min(shape[:2]) / 20.0)
 
 
+def foreground(smooth: np.ndarray) -> np.ndarray:
+    """The objects' side of an Otsu threshold of a (smoothed, non-constant) grey plane:
+    the minority side, so bright objects on dark and dark objects on bright alike."""
+    fg = smooth > threshold_otsu(smooth)
+    return ~fg if fg.mean() > 0.5 else fg
+
+
+def objects_are_bright(plane: np.ndarray) -> bool:
+    """Whether ``plane``'s objects are brighter than its background (see :func:`foreground`);
+    True for a constant plane."""
+    img = np.asarray(plane, dtype=np.float32)
+    if img.ndim == 3:
+        img = img.mean(axis=-1)
+    k = max(1, math.ceil(max(img.shape) / MAX_SIDE))
+    if k > 1:
+        img = downscale_local_mean(img, (k, k))
+    smooth = ndi.gaussian_filter(img, 1.0)
+    if np.ptp(smooth) <= 0:
+        return True
+    fg = foreground(smooth)
+    return bool(smooth[fg].mean() >= smooth[~fg].mean())
+
+
 def estimate_diameter(plane: np.ndarray) -> float:
     """The typical object diameter in pixels of ``plane`` (H, W) or (H, W, C), any dtype."""
     img = np.asarray(plane, dtype=np.float32)
@@ -41,9 +64,7 @@ def estimate_diameter(plane: np.ndarray) -> float:
     smooth = ndi.gaussian_filter(img, 1.0)
     if np.ptp(smooth) <= 0:
         return default_diameter(shape)
-    fg = smooth > threshold_otsu(smooth)
-    if fg.mean() > 0.5:
-        fg = ~fg  # objects are the minority: dark on bright
+    fg = foreground(smooth)
     fg = ndi.binary_opening(fg)  # single-pixel noise is no object
     labels, n = ndi.label(fg)
     if n == 0:

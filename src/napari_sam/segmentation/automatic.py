@@ -25,6 +25,7 @@ from ..errors import Cancelled
 from .auto_params import AutoParams
 from ..imaging import as_plane, to_intensity
 from ..masks import bbox
+from ..prompting.object_size import objects_are_bright
 from ..prompting.windows import grid_origins
 from ..predictor import Predictor
 from ..values import Embedding
@@ -217,6 +218,8 @@ TILE_OVERLAP = 1.5
 
 def _box_work(predictor: Predictor, rgb8: np.ndarray, params: AutoParams) -> _Work:
     gray = rgb8.mean(axis=-1) / 255.0
+    if not objects_are_bright(gray):
+        gray = 1.0 - gray  # the detectors look for bright blobs: dark nuclei, stains
     boxes, diameter = box_proposals(gray, params.min_diameter, params.max_diameter)
     h, w = gray.shape
     side = zoom_tile_size(diameter, predictor.model.img_size, (h, w))
