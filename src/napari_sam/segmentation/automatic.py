@@ -92,7 +92,7 @@ def propose_steps(
 ) -> Generator[tuple[int, int], None, Proposals]:
     """Compute proposals tile by tile, yielding (tiles done, tiles total)."""
     plane = as_plane(image)
-    params = params.resolve(predictor)
+    params = params.resolve(predictor).sized_for(plane)
     # One 8-bit intensity image for the whole plane: crops keep the plane's contrast.
     rgb8 = np.rint(to_intensity(plane, predictor.percentiles)).astype(np.uint8)
     work = (_box_work if params.method == "boxes" else _grid_work)(predictor, rgb8, params)

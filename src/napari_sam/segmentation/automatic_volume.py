@@ -37,6 +37,7 @@ def seeds(volume: np.ndarray, params: AutoParams = AutoParams()) -> np.ndarray:
     """(N, 3) local maxima (z, row, col) of the stack smoothed at the smallest object size,
     brighter than ``params.seed_level`` between the stack's median and its 99.5th
     percentile, brightest first."""
+    params = params.sized_for(volume)
     sigma = params.min_diameter / 3
     smooth = ndi.gaussian_filter(np.asarray(volume, dtype=np.float32), (1.0, sigma, sigma))
     background, top = np.median(smooth), np.percentile(smooth, 99.5)
@@ -69,6 +70,7 @@ def checked_volume(volume: object) -> np.ndarray:
 def plan_seeds(volume: np.ndarray, params: AutoParams = AutoParams(),
                propagation: PropagationParams = PropagationParams()) -> list[Seed]:
     """The seeds of a checked volume (see :func:`checked_volume`), brightest first."""
+    params = params.sized_for(volume)
     denoised = ndi.gaussian_filter(volume.astype(np.float32, copy=False), propagation.denoise_sigma)
     background = float(np.median(denoised))
     return [Seed((int(z), int(r), int(c)), _seed_box(denoised[z], (r, c), background, params.max_diameter))
