@@ -44,6 +44,22 @@ def test_boxes_method_finds_dark_nuclei_on_bright(lite_predictor, nuclei2d, vari
     assert score >= least, score
 
 
+def test_the_diameter_range_follows_the_magnification_unless_set(nuclei2d, nuclei3d):
+    from skimage.measure import regionprops
+
+    from napari_sam.variants import standard_variants
+
+    for name, image, truth in standard_variants(*nuclei2d, ["native", "3x"]):
+        sizes = [2 * np.sqrt(r.area / np.pi) for r in regionprops(truth)]
+        got = AutoParams().sized_for(image)
+        # the detectors' range holds nine in ten of the true diameters
+        assert got.min_diameter <= np.percentile(sizes, 5) and np.percentile(sizes, 95) <= got.max_diameter, name
+    assert AutoParams(min_diameter=6, max_diameter=60).sized_for(nuclei2d[0]) == AutoParams(min_diameter=6,
+                                                                                              max_diameter=60)
+    stack = AutoParams(max_diameter=50).sized_for(nuclei3d[0])  # a stack: measured on its planes
+    assert stack.max_diameter == 50 and 2 <= stack.min_diameter <= 8
+
+
 def test_rethresholding_needs_no_encoder(lite_predictor, nuclei_proposals, monkeypatch):
     monkeypatch.setattr(lite_predictor, "embed", lambda *a, **k: pytest.fail("select() must not embed"))
     counts = [select(nuclei_proposals, lite_predictor, AutoParams(pred_iou_thresh=t)).max() for t in (0.5, 0.8, 0.95)]
