@@ -256,14 +256,8 @@ def bench_sam2(dev: torch.device, repeats: int, frames: int) -> None:
         return b2.reference_outputs(feats32[i].features, feats32[i].high_res, positions)
 
     def timed(run) -> tuple[dict[int, float], dict[int, np.ndarray]]:
-        secs, masks = {}, {}
-        sync(dev)
-        t0 = time.perf_counter()
-        for i, logits, _ in run:
-            masks[i] = (logits > 0).cpu().numpy()
-            now = time.perf_counter()
-            secs[i], t0 = now - t0, now
-        return secs, masks
+        sync(dev)  # each frame's mask is then read back to the CPU, which waits for the GPU
+        return b2.timed_frames(run)
 
     with tempfile.TemporaryDirectory() as tmp:
         ref_s, ref_m = timed(b2.reference_track(reference, b2.FrameIndex(inputs.cpu()), answer, h, w, click, tmp))
