@@ -161,7 +161,10 @@ def test_grid_with_a_box_only_model_says_so_at_once(sam, qtbot, nuclei2d):
 
     form = widget.ui.auto_form  # made by magicgui from AutoParams' table of user fields
     form.method.native.setCurrentText("grid")
+    # 0, the default, measures the size from the image, and says so
+    assert form.min_diameter.native.text() == form.max_diameter.native.text() == "from the image"
     form.min_diameter.native.setValue(9)
+    assert form.min_diameter.native.text() == "9.00"
     assert widget.ui.auto_params() == AutoParams(method="grid", min_diameter=9.0)
     widget.ui.everything_plane.click()
     qtbot.waitUntil(lambda: not widget.everything.busy, timeout=10_000)

@@ -290,8 +290,11 @@ def auto_form() -> Container:
     for f in user_fields():
         if f.widget:
             options = {"tooltip": f.help, "min": f.low, "max": f.high, "choices": f.choices}
-            widgets.append(create_widget(
+            widget = create_widget(
                 value=f.default, annotation=f.kind, name=f.name, label=f.name.replace("_", " "),
                 widget_type="ComboBox" if f.choices else None,
-                options={k: v for k, v in options.items() if v is not None}))
+                options={k: v for k, v in options.items() if v is not None})
+            if f.zero:  # shown instead of "0.00", the spin box's minimum
+                widget.native.setSpecialValueText(f.zero)
+            widgets.append(widget)
     return Container(widgets=widgets, labels=True)

@@ -16,10 +16,11 @@ if TYPE_CHECKING:
 
 
 def _user(default: Any, help: str, *, option: str | None = None, low: float | None = None,
-          high: float | None = None, widget: bool = False) -> Any:
+          high: float | None = None, widget: bool = False, zero: str | None = None) -> Any:
     """A field a user sets: ``help`` is its one-line help, ``option`` its command-line name
-    (default: the field's), ``low``..``high`` its range, ``widget``: shown in the dock."""
-    meta = {"help": help, "option": option, "low": low, "high": high, "widget": widget}
+    (default: the field's), ``low``..``high`` its range, ``widget``: shown in the dock,
+    ``zero``: what the dock shows for 0 when 0 means something else than zero."""
+    meta = {"help": help, "option": option, "low": low, "high": high, "widget": widget, "zero": zero}
     return field(default=default, metadata={"user": meta})
 
 
@@ -34,9 +35,9 @@ class AutoParams:
                            "boxes: detector boxes refined by SAM; grid: SAM's point grid", widget=True)
     # boxes method: expected object diameters in pixels, for the proposals and the zoom.
     min_diameter: float = _user(0.0, "smallest object, pixels (0: a third of the size measured from the image)",
-                                low=0.0, high=2000.0, widget=True)
+                                low=0.0, high=2000.0, widget=True, zero="from the image")
     max_diameter: float = _user(0.0, "largest object, pixels (0: 2.5 times the size measured from the image)",
-                                low=0.0, high=2000.0, widget=True)
+                                low=0.0, high=2000.0, widget=True, zero="from the image")
     # grid method (SAM's automatic mask generator).
     points_per_side: int = _user(32, "grid method: points along each side", low=1)
     points_per_batch: int = 64
@@ -113,6 +114,7 @@ class UserField:
     low: float | None
     high: float | None
     widget: bool
+    zero: str | None = None  # the dock's text for 0, where 0 means "measure it"
 
 
 def user_fields() -> list[UserField]:
@@ -127,7 +129,7 @@ def user_fields() -> list[UserField]:
         choices = typing.get_args(hint) if typing.get_origin(hint) is Literal else None
         kind = str if choices else next(t for t in (int, float) if t in (hint, *typing.get_args(hint)))
         out.append(UserField(f.name, meta["option"] or f.name, kind, choices, f.default, meta["help"],
-                             meta["low"], meta["high"], meta["widget"]))
+                             meta["low"], meta["high"], meta["widget"], meta["zero"]))
     return out
 
 
