@@ -31,17 +31,29 @@ def foreground(smooth: np.ndarray) -> np.ndarray:
     return ~fg if fg.mean() > 0.5 else fg
 
 
-def objects_are_bright(plane: np.ndarray) -> bool:
-    """Whether ``plane``'s objects are brighter than its background (see :func:`foreground`);
-    True for a constant plane."""
+def _smoothed_grey(plane: np.ndarray) -> tuple[np.ndarray | None, int]:
+    """``plane`` as grey, non-finite values set to its median, block-averaged by k to about
+    :data:`MAX_SIDE`, smoothed; (None, k) when nothing in it varies."""
     img = np.asarray(plane, dtype=np.float32)
     if img.ndim == 3:
         img = img.mean(axis=-1)
+    if not np.isfinite(img).all():
+        finite = np.isfinite(img)
+        if not finite.any():
+            return None, 1
+        img = np.where(finite, img, np.median(img[finite]))
     k = max(1, math.ceil(max(img.shape) / MAX_SIDE))
     if k > 1:
         img = downscale_local_mean(img, (k, k))
     smooth = ndi.gaussian_filter(img, 1.0)
-    if np.ptp(smooth) <= 0:
+    return (smooth if np.ptp(smooth) > 0 else None), k
+
+
+def objects_are_bright(plane: np.ndarray) -> bool:
+    """Whether ``plane``'s objects are brighter than its background (see :func:`foreground`);
+    True for a constant plane."""
+    smooth, _ = _smoothed_grey(plane)
+    if smooth is None:
         return True
     fg = foreground(smooth)
     return bool(smooth[fg].mean() >= smooth[~fg].mean())
@@ -49,20 +61,9 @@ def objects_are_bright(plane: np.ndarray) -> bool:
 
 def estimate_diameter(plane: np.ndarray) -> float:
     """The typical object diameter in pixels of ``plane`` (H, W) or (H, W, C), any dtype."""
-    img = np.asarray(plane, dtype=np.float32)
-    if img.ndim == 3:
-        img = img.mean(axis=-1)
-    shape = img.shape
-    if not np.isfinite(img).all():
-        finite = np.isfinite(img)
-        if not finite.any():
-            return default_diameter(shape)
-        img = np.where(finite, img, np.median(img[finite]))
-    k = max(1, math.ceil(max(shape) / MAX_SIDE))
-    if k > 1:
-        img = downscale_local_mean(img, (k, k))
-    smooth = ndi.gaussian_filter(img, 1.0)
-    if np.ptp(smooth) <= 0:
+    shape = np.shape(plane)[:2]
+    smooth, k = _smoothed_grey(plane)
+    if smooth is None:
         return default_diameter(shape)
     fg = foreground(smooth)
     fg = ndi.binary_opening(fg)  # single-pixel noise is no object
