@@ -180,3 +180,17 @@ def test_standard_variants(nuclei2d):
     assert got[2][1].shape == (512, 512, 3)
     with pytest.raises(KeyError):
         next(V.standard_variants(image, labels, ["5x"]))
+
+
+def test_corrupted_labels_moves_every_outline_a_few_pixels(nuclei2d):
+    from napari_sam.metrics import iou
+    from napari_sam.variants import corrupted_labels
+
+    _, labels = nuclei2d
+    bad = corrupted_labels(labels, pixels=2, seed=3)
+    assert np.array_equal(bad, corrupted_labels(labels, pixels=2, seed=3))  # deterministic
+    assert bad.dtype == labels.dtype and set(np.unique(bad)) == set(np.unique(labels))
+    ious = np.array([iou(labels == i, bad == i) for i in np.unique(labels)[1:]])
+    assert 0.6 < ious.mean() < 0.85 and ious.max() < 1.0  # each object changed, none lost
+    grown = ndi.binary_dilation(labels > 0, np.ones((3, 3)), iterations=2)
+    assert not (bad > 0)[~grown].any()  # nothing moved further than the few pixels

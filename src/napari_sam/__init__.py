@@ -21,6 +21,8 @@ _EXPORTS = {
     "register": "model.registry",
     "propagate": "segmentation.propagation",
     "propagate_labels": "segmentation.propagation",
+    "refine_labels": "segmentation.refine_labels",
+    "RefinedLabels": "segmentation.refine_labels",
     "track": "segmentation.tracking",
 }
 
@@ -31,6 +33,7 @@ if TYPE_CHECKING:
     from .model.registry import DEFAULT_MODEL, ModelSpec, get_spec, list_models, register
     from .predictor import Predictor
     from .segmentation.propagation import propagate, propagate_labels
+    from .segmentation.refine_labels import RefinedLabels, refine_labels
     from .segmentation.tracking import track
     from .values import Candidates, Embedding
 

@@ -17,8 +17,11 @@ from scipy import ndimage as ndi
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
+from .masks import shifted
+
 __all__ = [
-    "VARIANTS", "inverted", "low_photon", "magnify", "moving", "rgb_stain", "standard_variants", "tile",
+    "VARIANTS", "corrupted_labels", "inverted", "low_photon", "magnify", "moving", "rgb_stain",
+    "standard_variants", "tile",
 ]
 
 Pair = tuple[np.ndarray, np.ndarray]
@@ -258,6 +261,44 @@ def moving(image: np.ndarray, labels: np.ndarray, frames: int = 10, speed_px: fl
             lab[sl][m] = k
         out_image[t] = _cast(frame, image.dtype)
     return out_image, out_labels
+
+
+def corrupted_labels(labels: np.ndarray, pixels: int = 3, seed: int = 0) -> np.ndarray:
+    """``labels`` as a weaker method or a careless hand would draw them: each object, at
+    random, shifted by up to ``pixels`` along each axis (not by zero), dilated or eroded by 1 to
+    ``pixels`` pixels. An object eroded to nothing keeps its centre pixel. Objects may now
+    overlap; the one with the higher id wins there, as when painting in id order.
+    """
+    labels = np.asarray(labels)
+    if labels.ndim != 2 or not np.issubdtype(labels.dtype, np.integer):
+        raise ValueError(f"expected 2D integer labels, got {labels.dtype} {labels.shape}")
+    rng = np.random.default_rng(seed)
+    out = np.zeros_like(labels)
+    h, w = labels.shape
+    for i, sl in enumerate(ndi.find_objects(labels), start=1):
+        if sl is None:
+            continue
+        # Work in a crop padded to hold the change; paste back what lies inside the plane.
+        pad = 2 * pixels + 1
+        r0, c0 = max(0, sl[0].start - pad), max(0, sl[1].start - pad)
+        r1, c1 = min(h, sl[0].stop + pad), min(w, sl[1].stop + pad)
+        mask = labels[r0:r1, c0:c1] == i
+        kind, amount = rng.integers(3), int(rng.integers(1, pixels + 1))
+        if kind == 0:
+            dr, dc = 0, 0
+            while dr == dc == 0:
+                dr, dc = rng.integers(-pixels, pixels + 1, size=2)
+            mask = shifted(mask, (int(dr), int(dc)))
+        elif kind == 1:
+            mask = ndi.binary_dilation(mask, iterations=amount)
+        else:
+            eroded = ndi.binary_erosion(mask, iterations=amount)
+            if not eroded.any():
+                eroded = np.zeros_like(mask)
+                eroded[tuple(np.round(ndi.center_of_mass(mask)).astype(int))] = True
+            mask = eroded
+        out[r0:r1, c0:c1][mask] = i
+    return out
 
 
 def _native(image: np.ndarray, labels: np.ndarray) -> Pair:

@@ -26,6 +26,7 @@ from .auto_params import AutoParams
 from ..imaging import as_plane, to_intensity
 from ..masks import bbox
 from ..prompting.object_size import objects_are_bright
+from ..prompting.service import LOOSE_BOX_THRESHOLD
 from ..prompting.windows import grid_origins
 from ..predictor import Predictor
 from ..values import Embedding
@@ -338,7 +339,9 @@ def select(proposals: Proposals, predictor: Predictor, params: AutoParams = Auto
     if not len(proposals):
         return labels
     params = replace(params, method=proposals.method or params.method).resolve(predictor)
-    logits = proposals.logits.float()
+    # Detector boxes are loose: their masks take the service's loose-box cut (SAM's 0 for points).
+    cut = LOOSE_BOX_THRESHOLD if proposals.method == "boxes" else 0.0
+    logits = proposals.logits.float() - cut
     stability = stability_scores(logits, params.stability_score_offset)
     ok = (proposals.scores >= params.pred_iou_thresh) & (stability >= params.stability_score_thresh)
     order = np.argsort(-(proposals.scores + stability)[ok], kind="stable")
