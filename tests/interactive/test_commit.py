@@ -6,7 +6,9 @@ import numpy as np
 import pytest
 from napari.layers import Image, Labels
 
-from napari_sam.interactive.commit import CommitRefused, commit_mask, commit_planes, labels_dtype, next_free_id
+from napari_sam.interactive.commit import (
+    CommitRefused, commit_mask, commit_planes, labels_dtype, next_free_id, replace_object,
+)
 from napari_sam.interactive.planes import PlaneView
 
 
@@ -90,3 +92,31 @@ def test_commit_planes_paints_a_movie_object_frame_by_frame_in_one_undo():
     assert not (labels.data == 3).any() and labels.data[1, 3, 0, 0] == 2
     with pytest.raises(CommitRefused, match="empty"):
         commit_planes(labels, iter([(0, np.zeros((6, 7), bool))]), view, (0, 3), axis=0)
+
+
+def test_replace_object_redraws_one_object_under_its_id_in_one_undo():
+    view = stack_view()
+    labels = Labels(np.zeros(view.shape, dtype=np.int32))
+    labels.data[1, 0:3, 0:3] = 7  # the object to redraw
+    labels.data[1, 0:3, 5:7] = 9  # its neighbour
+    labels.data[0, 0:3, 0:3] = 7  # the same id on another plane stays
+    before = labels.data.copy()
+    mask = np.zeros((6, 7), bool)
+    mask[1:5, 2:6] = True  # moved, grown, and reaching into the neighbour
+    assert replace_object(labels, mask, view, (1,), 7) == 7
+    plane = labels.data[1]
+    assert np.array_equal(plane == 7, mask & (before[1] != 9))  # the neighbour keeps its pixels
+    assert (plane == 9).sum() == 6 and labels.data.max() == 9 and np.array_equal(labels.data[0], before[0])
+    assert labels.selected_label == 7
+    labels.undo()  # clearing and painting were one step
+    assert np.array_equal(labels.data, before)
+    assert replace_object(labels, mask, view, (1,), 7, overwrite=True) == 7
+    assert np.array_equal(labels.data[1] == 7, mask) and (labels.data[1] == 9).sum() == 4
+    onto = np.zeros((6, 7), bool)
+    onto[0:3, 5:7] = True  # all of it on object 9
+    with pytest.raises(CommitRefused, match="lies on other objects"):
+        replace_object(labels, onto, view, (1,), 7)
+    with pytest.raises(CommitRefused, match="empty"):
+        replace_object(labels, np.zeros((6, 7), bool), view, (1,), 7)
+    with pytest.raises(CommitRefused, match="no object here"):
+        replace_object(labels, mask, view, (1,), 7, score=0.05)

@@ -22,6 +22,7 @@ from ..model.registry import list_models
 from ..segmentation.auto_params import AutoParams, user_fields
 from .candidates import CandidateButtons
 from .frames import FrameList
+from .object_list import REFINE, ObjectList
 
 SHORTCUTS = (
     ("1 / 2 / 3", "choose a candidate"),
@@ -188,6 +189,10 @@ class Controls(QWidget):
         self.auto_form = auto_form()
         self.everything_plane = QPushButton(EVERYTHING_PLANE)
         self.everything_stack = QPushButton(EVERYTHING_STACK)
+        self.refine = QPushButton(REFINE)
+        self.refine.setToolTip("Re-segment every object of the chosen labels layer (Cellpose, StarDist, an older "
+                               "run) on this plane with SAM, into a new layer, and list them worst first")
+        self.review = ObjectList()
         self.store = QPushButton("Use embedding store ...")
         self.store.setToolTip("Read (and extend) embeddings precomputed with 'napari-sam embed': a .zarr folder")
         self._lay_out()
@@ -265,6 +270,10 @@ class Controls(QWidget):
         for b in (self.everything_plane, self.everything_stack):
             runs.addWidget(b)
         auto_layout.addLayout(runs)
+        refine = QGroupBox("refine the chosen labels (into a new labels layer)")
+        refine_layout = QVBoxLayout(refine)
+        refine_layout.addWidget(self.refine)
+        refine_layout.addWidget(self.review)
         help_box = QGroupBox("shortcuts (on the SAM prompt layers)")
         help_layout = QVBoxLayout(help_box)
         help_layout.addWidget(QLabel("<br>".join(f"<b>{k}</b>: {v}" for k, v in SHORTCUTS)))
@@ -276,6 +285,7 @@ class Controls(QWidget):
         layout.addLayout(along)
         layout.addWidget(self.frames)
         layout.addWidget(everything)
+        layout.addWidget(refine)
         layout.addWidget(self.plane)
         layout.addWidget(self.status)
         layout.addWidget(self.hint)

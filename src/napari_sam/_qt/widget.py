@@ -4,8 +4,8 @@ This module only wires things together. The Qt-free parts of the loop (plane geo
 click -> box, the commit, the background jobs) live in :mod:`napari_sam.interactive`; here,
 prompt layers are in :mod:`.prompts`, candidate display in :mod:`.candidates`, the labels
 layers made in :mod:`.layers`, decoding in :mod:`.decoding`, propagation through the
-stack in :mod:`.stack_actions` and all model work in :mod:`.workers` (never on the GUI
-thread).
+stack in :mod:`.stack_actions`, refining a labels layer and reviewing its objects in
+:mod:`.review`, and all model work in :mod:`.workers` (never on the GUI thread).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import QFileDialog, QVBoxLayout, QWidget
 
 from ..embeddings.engine import Engine, EmbeddingCache, Index, PlaneReady
-from ..interactive.commit import commit_mask
+from ..interactive.commit import commit_mask, replace_object
 from ..interactive.jobs import everything_job
 from ..interactive.planes import PlaneView, displayed_axes
 from ..model.loading import spec_for
@@ -31,6 +31,7 @@ from .controls import (
 from .lifecycle import Undocked
 from .layers import add_labels, new_output_layer
 from .decoding import PromptDecoding
+from .review import LabelReview
 from .stack_actions import StackActions
 from .prompts import ROLE, PromptLayers
 from .workers import BackgroundJob, EmbeddingWorker, ModelLoader
@@ -95,6 +96,7 @@ class SamWidget(QWidget):
                            LayerCombo(viewer, self._fits_output, "(new labels layer)"))
         QVBoxLayout(self).addWidget(self.ui)
         self.stack = StackActions(self)
+        self.review = LabelReview(self)
         self.propagator = self.stack.job
         # Layer and dims events arrive mid-change (even while napari clears the layer
         # list): rebuild once, after the event loop settles, never inside them.
@@ -379,6 +381,7 @@ class SamWidget(QWidget):
         self._raise_own_layers()
         self.ui.output.set_layer(self._output_for_image())
         self.stack.fill_axes()
+        self.review.forget()
         self._activate("boxes" if self.ui.box_mode.isChecked() else "points")
         self._on_dims()
 
@@ -552,14 +555,22 @@ class SamWidget(QWidget):
         view, index = where
         score = float(self.candidate_view.candidates.scores[self.candidate_view.selected])
         labels = self.output_layer(view)
+        redraw = self.review.reviewing(labels, view, index)
+        overwrite = self.ui.overwrite.isChecked()
         try:
-            new_id = commit_mask(labels, mask, view, index, overwrite=self.ui.overwrite.isChecked(), score=score)
+            if redraw is None:
+                new_id = commit_mask(labels, mask, view, index, overwrite=overwrite, score=score)
+            else:
+                new_id = replace_object(labels, mask, view, index, redraw, overwrite=overwrite, score=score)
         except ValueError as exc:
             self.set_status(f"nothing committed: {exc}")
             return None
         self.prompts.clear(view, index)
         self._learn_object_size(mask)
-        self.set_status(f"committed object {new_id} to {labels.name!r} (Undo, or Ctrl+Z on that layer)")
+        done = "committed object" if redraw is None else "redrew object"
+        self.set_status(f"{done} {new_id} in {labels.name!r} (Undo, or Ctrl+Z on that layer)")
+        if redraw is not None:
+            self.review.corrected(redraw)
         return new_id
 
     @property
@@ -574,13 +585,18 @@ class SamWidget(QWidget):
         on_screen = self.view is not None and self.view.layer is view.layer
         labels = self.ui.output.layer() if on_screen else self._output_for_image(view)
         if labels is None:
-            labels = new_output_layer(self.viewer, view, {ROLE: "labels", IMAGE_KEY: image_key(view.layer)})
+            labels = new_output_layer(self.viewer, view, self.output_metadata(view))
             if on_screen:
                 self.ui.output.set_layer(labels)
             else:
                 self._outputs[image_key(view.layer)] = labels
             self._raise_own_layers()
         return labels
+
+    @staticmethod
+    def output_metadata(view: PlaneView) -> dict[str, str]:
+        """What marks a labels layer as the output of ``view``'s image (found again by a later widget)."""
+        return {ROLE: "labels", IMAGE_KEY: image_key(view.layer)}
 
     def propagate(self) -> None:
         """Commit the chosen candidate through the stack (see :class:`.stack_actions.StackActions`)."""
@@ -679,6 +695,7 @@ class SamWidget(QWidget):
         self._tiles_timer.stop()
         self.embedding_worker.set_engine(None)
         self.stack.detach()
+        self.review.detach()
         self.everything.cancel()
         self.decoding.clear()
         for emitter, callback in self._listening:

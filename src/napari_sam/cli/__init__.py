@@ -6,8 +6,8 @@ To add a subcommand, write such a function and append it to :data:`SUBCOMMANDS`.
 
 The modules: :mod:`.arguments` (what the subcommands share in parsing), :mod:`.progress`
 (the one progress bar), :mod:`.read` (the one reader of images and stacks),
-:mod:`.outputs` (where outputs may go), :mod:`.models`, :mod:`.embed` and :mod:`.segment`
-(the commands) and :mod:`.batch` (the serial and dask runner behind ``segment``).
+:mod:`.outputs` (where outputs may go), :mod:`.models`, :mod:`.embed`, :mod:`.segment`
+and :mod:`.refine` (the commands) and :mod:`.batch` (the serial and dask runner behind ``segment``).
 Nothing is imported here that needs torch, Qt or napari.
 """
 
@@ -23,12 +23,13 @@ from .arguments import ArgumentParser, Handler, Subparsers
 from .embed import add_embed_command
 from .models import add_download_command, add_models_command
 from .progress import TerminalProgress
+from .refine import add_refine_command
 from .segment import add_segment_command
 
 __all__ = ["SUBCOMMANDS", "TerminalProgress", "build_parser", "main"]
 
 SUBCOMMANDS: list[Callable[[Subparsers], None]] = [add_models_command, add_download_command, add_segment_command,
-                                                    add_embed_command]
+                                                    add_embed_command, add_refine_command]
 
 
 def build_parser() -> ArgumentParser:

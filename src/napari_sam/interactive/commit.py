@@ -48,6 +48,35 @@ def commit_mask(labels: Any, mask: np.ndarray, view: PlaneView, index: Index, ov
     return _paint(labels, [_free_pixels(labels, mask, view, index, overwrite)], int(mask.sum()))
 
 
+def replace_object(labels: Any, mask: np.ndarray, view: PlaneView, index: Index, label: int,
+                   overwrite: bool = False, score: float | None = None) -> int:
+    """Redraw object ``label`` on plane ``index`` as ``mask``, keeping its id: its pixels
+    outside ``mask`` are cleared and ``mask`` is painted, in one undoable step. Other
+    objects keep their pixels unless ``overwrite``. Refused like :func:`commit_mask`
+    (empty mask, low ``score``, a mask mostly on other objects). Returns ``label``."""
+    _check_shape(labels, view)
+    mask = np.asarray(mask, dtype=bool)
+    if score is not None and score < MIN_SCORE and mask.any():
+        raise CommitRefused(f"the candidate scores {score:.2f}: the model sees no object here. "
+                            "Draw a box around the object (or click on it) instead")
+    wanted = int(mask.sum())
+    if not wanted:
+        raise CommitRefused("the chosen candidate is empty")
+    plane = np.asarray(view.plane_of(labels.data, index))
+    own = plane == label
+    paint = mask if overwrite else mask & ((plane == 0) | own)
+    if paint.sum() < MIN_FREE * wanted:
+        raise CommitRefused(f"only {100 * paint.sum() / wanted:.0f}% of the mask is free: it lies on other objects. "
+                            "Tick 'overwrite existing labels' to replace them")
+    with labels.block_history():
+        drop = own & ~paint
+        if drop.any():
+            labels.data_setitem(view.nd_indices(*np.nonzero(drop), index), 0)
+        labels.data_setitem(view.nd_indices(*np.nonzero(paint), index), label)
+    labels.selected_label = label
+    return label
+
+
 def commit_planes(labels: Any, planes: Iterable[tuple[int, np.ndarray]], view: PlaneView, index: Index, axis: int,
                   overwrite: bool = False) -> int:
     """Paint each (slice k, plane mask) of ``planes`` on slice k along stack axis ``axis``

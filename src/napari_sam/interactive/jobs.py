@@ -1,5 +1,6 @@
 """The widget's long computations as background-job functions ``fn(progress, cancel)``:
-carrying a candidate through the stack, and segmenting everything on a plane or a stack.
+carrying a candidate through the stack, segmenting everything on a plane or a stack, and
+refining the objects of a labels plane.
 They raise :class:`~napari_sam.errors.Cancelled` when ``cancel()`` turns true."""
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from ..segmentation.automatic_volume import segment_volume
 from ..embeddings.engine import Engine, Index
 from ..segmentation.memory_propagation import track_objects
 from ..segmentation.propagation import propagate_piece, score_piece
+from ..segmentation.refine_labels import RefinedLabels, refine_labels
 from ..segmentation.tracking import Track, track
 from ..values import Candidates
 from .planes import PlaneView
@@ -155,5 +157,19 @@ def everything_job(engine: Engine, view: PlaneView, index: Index, whole_stack: b
             volume = PlaneStack(view.source, index)[:, :, :]
             return segment_volume(predictor, volume, params, progress, cancel)
         return segment_everything(predictor, view.source.plane(index), params, progress, cancel)
+
+    return run
+
+
+def refine_job(engine: Engine, view: PlaneView, index: Index, plane_labels: np.ndarray
+               ) -> Callable[..., RefinedLabels]:
+    """A :class:`~napari_sam._qt.workers.BackgroundJob` function re-segmenting each object of
+    ``plane_labels`` (plane ``index``) with :func:`~napari_sam.segmentation.refine_labels.refine_labels`,
+    its windows shared with the prompts' tiles in the engine's cache."""
+
+    def run(progress: Callable[[int, int], None], cancel: Callable[[], bool]) -> RefinedLabels:
+        plane = engine.read_plane(view.source, index)
+        return refine_labels(engine.predictor, plane, plane_labels, cache=engine.cache,
+                             signature=engine.key(view.source, index), progress=progress, cancel=cancel)
 
     return run

@@ -9,7 +9,7 @@ No napari here.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 
 import numpy as np
@@ -82,6 +82,7 @@ def refine_labels(
     labels: object,
     *,
     cache: Cache | None = None,
+    signature: Hashable | None = None,
     progress: ProgressCallback | None = None,
     cancel: Callable[[], bool] | None = None,
 ) -> RefinedLabels:
@@ -90,7 +91,9 @@ def refine_labels(
     Every object is prompted with its bounding box grown by :data:`PAD_SHARE` of its size
     (at least :data:`MIN_PAD` pixels) and cut at the loose-box threshold; of each mask only
     the part connected to the given object is kept. Where new masks overlap, the higher
-    quality wins. ``labels`` itself is never changed.
+    quality wins. ``labels`` itself is never changed. Windows are embedded into ``cache``
+    under ``signature``, the plane's identity (default: a hash of its bytes), as by
+    :meth:`PromptService.segment <napari_sam.prompting.service.PromptService.segment>`.
     """
     plane = as_plane(image)
     given = np.asarray(labels)
@@ -100,7 +103,7 @@ def refine_labels(
     if not np.issubdtype(given.dtype, np.integer):
         raise TypeError(f"labels must be integers, got {given.dtype}")
     service = predictor.prompts(cache)
-    signature = plane_digest(plane)
+    signature = plane_digest(plane) if signature is None else signature
     limits = service.plane_limits(plane, signature)
     slices = ndi.find_objects(np.where(given > 0, given, 0))
     ids = np.array([i for i, sl in enumerate(slices, start=1) if sl is not None], dtype=np.int64)
