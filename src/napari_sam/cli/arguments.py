@@ -14,7 +14,7 @@ import re
 from collections.abc import Callable
 from pathlib import Path
 
-from ..model.registry import ModelSpec, get_spec, list_models
+from ..model.registry import ARCHITECTURES, DEFAULT_MODEL, ModelSpec, get_spec, list_models
 
 # argparse has no public name for the object add_subparsers() returns.
 Subparsers = argparse._SubParsersAction
@@ -32,6 +32,17 @@ def add_command(subparsers: Subparsers, name: str, handler: Handler, summary: st
     parser = subparsers.add_parser(name, help=summary, description=description)
     parser.set_defaults(handler=handler)
     return parser
+
+
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--model``, ``--model-type``, ``--device`` and ``--precision``, as the commands that
+    load a model for segmentation take them."""
+    parser.add_argument("--model", default=DEFAULT_MODEL, type=model_argument,
+                        help=f"registry name or checkpoint path (default {DEFAULT_MODEL})")
+    parser.add_argument("--model-type", default=None, choices=ARCHITECTURES,
+                        help="architecture of a checkpoint path (vit_b, vit_t, ...)")
+    parser.add_argument("--device", default="auto", type=device_argument, help="auto, cpu, cuda, cuda:N or mps")
+    parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
 
 
 class ArgumentParser(argparse.ArgumentParser):

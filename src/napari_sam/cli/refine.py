@@ -9,8 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-from ..model.registry import ARCHITECTURES, DEFAULT_MODEL
-from .arguments import Subparsers, add_command, device_argument, model_argument, registry_spec
+from .arguments import Subparsers, add_command, add_model_arguments, registry_spec
 from .outputs import OutputError, check_writable_folder, same_path
 from .progress import TerminalProgress
 from .read import read_image
@@ -30,12 +29,7 @@ def add_refine_command(subparsers: Subparsers) -> None:
     p.add_argument("labels", help="its label image, the same height and width")
     p.add_argument("-o", "--output", required=True, help="the refined label TIFF")
     p.add_argument("--report", default=None, help="a CSV of the objects' scores, worst first")
-    p.add_argument("--model", default=DEFAULT_MODEL, type=model_argument,
-                   help=f"registry name or checkpoint path (default {DEFAULT_MODEL})")
-    p.add_argument("--model-type", default=None, choices=ARCHITECTURES,
-                   help="architecture of a checkpoint path (vit_b, vit_t, ...)")
-    p.add_argument("--device", default="auto", type=device_argument, help="auto, cpu, cuda, cuda:N or mps")
-    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
+    add_model_arguments(p)
     p.add_argument("--overwrite", action="store_true", help="replace an existing output")
 
 

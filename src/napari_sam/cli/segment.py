@@ -9,8 +9,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ..segmentation.auto_params import AutoParams, UserField, check_method, user_fields
-from ..model.registry import ARCHITECTURES, DEFAULT_MODEL
-from .arguments import Subparsers, add_command, device_argument, model_argument, registry_spec
+from .arguments import Subparsers, add_command, add_model_arguments, registry_spec
 from .outputs import check_writable_folder
 from .progress import TerminalProgress
 from .read import GROUPS
@@ -29,12 +28,7 @@ def add_segment_command(subparsers: Subparsers) -> None:
     )
     p.add_argument("input", help=f"image file (.tif/.tiff, .npy or zarr; {GROUPS}) or a folder of them")
     p.add_argument("-o", "--output", required=True, help="label TIFF, or a folder for folder inputs")
-    p.add_argument("--model", default=DEFAULT_MODEL, type=model_argument,
-                   help=f"registry name or checkpoint path (default {DEFAULT_MODEL})")
-    p.add_argument("--model-type", default=None, choices=ARCHITECTURES,
-                   help="architecture of a checkpoint path (vit_b, vit_t, ...)")
-    p.add_argument("--device", default="auto", type=device_argument, help="auto, cpu, cuda, cuda:N or mps")
-    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
+    add_model_arguments(p)
     for f in user_fields():  # the AutoParams a user sets, with AutoParams' help and defaults
         default = "by method" if f.default is None else f"{f.default:g}" if f.kind is not str else f.default
         p.add_argument("--" + f.option.replace("_", "-"), dest=f.name, type=_in_range(f), choices=f.choices,
