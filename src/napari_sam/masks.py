@@ -66,6 +66,13 @@ def grey(plane: np.ndarray) -> np.ndarray:
     return x.mean(axis=-1) if x.ndim == 3 else x
 
 
+def edge_strength(gradient: np.ndarray, mask: np.ndarray) -> float:
+    """Mean of ``gradient`` (an image's gradient magnitude) over the mask's boundary pixels
+    (the mask less its erosion): how closely its outline follows the image's edges."""
+    edge = mask & ~ndi.binary_erosion(mask)
+    return float(gradient[edge].mean()) if edge.any() else 0.0
+
+
 def object_contrast(plane: np.ndarray, mask: np.ndarray) -> float:
     """Mean inside the mask minus the median of a thin ring around it (negative: darker)."""
     ring = ndi.binary_dilation(mask, iterations=4) & ~ndi.binary_dilation(mask, iterations=1)
@@ -73,4 +80,5 @@ def object_contrast(plane: np.ndarray, mask: np.ndarray) -> float:
     return float(values[mask].mean() - np.median(values[ring])) if ring.any() else 0.0
 
 
-__all__ = ["bbox", "box_around", "centre", "connected_part", "grey", "interior_point", "object_contrast", "shifted"]
+__all__ = ["bbox", "box_around", "centre", "connected_part", "edge_strength", "grey", "interior_point", "object_contrast",
+           "shifted"]

@@ -31,7 +31,7 @@ class ObjectList(RowList):
         quality = dict(zip(refined.ids.tolist(), refined.quality.tolist()))
         kept = set(refined.ids[refined.kept].tolist())
         for label in refined.worst_first().tolist():
-            note = "  nothing found: kept as given" if label in kept else ""
+            note = "  kept as given" if label in kept else ""
             self.add_row(f"object {label}: {quality[label]:.2f}{note}", label,
                          UNSURE_COLOUR if quality[label] < DOUBTFUL else None)
         doubtful = sum(q < DOUBTFUL for q in quality.values())
