@@ -52,7 +52,10 @@ class RefinedLabels:
     model's predicted IoU of its mask, the mask's stability, and the new outline's IoU with
     the given one (``agreement``). ``kept`` marks objects that keep their given outline:
     the model found nothing there (predicted IoU 0, so they come first for review), or the
-    given outline follows the image's edges more closely than the model's."""
+    given outline follows the image's edges more closely than the model's. An object whose
+    new mask lies wholly under surer neighbours (for instance, one of two given objects on
+    one nucleus) is no longer in ``labels``: its agreement and quality are 0, so it comes
+    first for review."""
 
     labels: np.ndarray
     ids: np.ndarray
