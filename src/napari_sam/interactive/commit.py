@@ -42,9 +42,7 @@ def commit_mask(labels: Any, mask: np.ndarray, view: PlaneView, index: Index, ov
     """
     _check_shape(labels, view)
     mask = np.asarray(mask, dtype=bool)
-    if score is not None and score < MIN_SCORE and mask.any():
-        raise CommitRefused(f"the candidate scores {score:.2f}: the model sees no object here. "
-                            "Draw a box around the object (or click on it) instead")
+    _check_score(mask, score)
     return _paint(labels, [_free_pixels(labels, mask, view, index, overwrite)], int(mask.sum()))
 
 
@@ -56,9 +54,7 @@ def replace_object(labels: Any, mask: np.ndarray, view: PlaneView, index: Index,
     (empty mask, low ``score``, a mask mostly on other objects). Returns ``label``."""
     _check_shape(labels, view)
     mask = np.asarray(mask, dtype=bool)
-    if score is not None and score < MIN_SCORE and mask.any():
-        raise CommitRefused(f"the candidate scores {score:.2f}: the model sees no object here. "
-                            "Draw a box around the object (or click on it) instead")
+    _check_score(mask, score)
     wanted = int(mask.sum())
     if not wanted:
         raise CommitRefused("the chosen candidate is empty")
@@ -114,6 +110,13 @@ def extend_objects(labels: Any, planes: Iterable[tuple[int, np.ndarray]], view: 
     if not painted:
         raise CommitRefused("nothing to add: every slice the objects reach is taken already")
     return painted
+
+
+def _check_score(mask: np.ndarray, score: float | None) -> None:
+    """Refuse a non-empty mask whose predicted IoU ``score`` says there is no object."""
+    if score is not None and score < MIN_SCORE and mask.any():
+        raise CommitRefused(f"the candidate scores {score:.2f}: the model sees no object here. "
+                            "Draw a box around the object (or click on it) instead")
 
 
 def _check_shape(labels: Any, view: PlaneView) -> None:
