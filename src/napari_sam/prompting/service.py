@@ -153,7 +153,7 @@ class PromptService:
         if pts is None and bx is None:
             raise ValueError("no prompt given: pass points or a box")
         signature = plane_digest(plane) if signature is None else signature
-        if diameter is None and bx is None:
+        if diameter is None:
             diameter = self.plane_diameter(plane, signature)
         if self.predictor.box_only and bx is None:
             # Box-trained: the clicks become the box around the object under them, searched
@@ -169,8 +169,10 @@ class PromptService:
             if not win.contains(extent):
                 win, mask_input = None, None  # the refined prompt needs another window
         if win is None:
-            min_level = 0 if bx is not None else self.level_for(diameter, shape)
-            win, _ = plan_window(extent, shape, self.tile, self.settings.context, min_level)
+            # Objects are seen at the zoom that suits their size, however tight the box: on
+            # 40 real nuclei, 0 and 3 px margins, mean box IoU at 2x 0.787 in the smallest
+            # window that holds the box, 0.835 at the diameter's level (3x 0.825, 0.845).
+            win = self.window_for(extent, shape, self.level_for(diameter, shape))
         cand = self._segment_in(plane, win, pts, bx, multimask, signature, limits, mask_input, threshold)
         # A box bounds its object; points alone may sit on one larger than the window.
         for _ in range(self.settings.escalate if bx is None else 0):
@@ -207,6 +209,20 @@ class PromptService:
     def level_for(self, diameter: float | None, shape: tuple[int, int]) -> int:
         """The window level that fits objects of ``diameter`` pixels (level 0 when unknown)."""
         return 0 if diameter is None else level_for_diameter(diameter, shape, self.tile, self.settings.context)
+
+    def window_for(self, extent: np.ndarray, shape: tuple[int, int], min_level: int = 0) -> Window:
+        """The window that answers a prompt of ``extent`` (a continuous box, see
+        :func:`prompt_extent`; a box prompt's window is the one of level 0 or above)."""
+        return plan_window(extent, shape, self.tile, self.settings.context, min_level)[0]
+
+    def window_box(self, box: np.ndarray, embedding: Embedding, origin: tuple[int, int]) -> np.ndarray:
+        """A box (inclusive plane pixels) in the coordinates of the window at ``origin``
+        whose ``embedding`` is given: the box prompt the decoder gets there."""
+        offset = np.tile(np.asarray(origin, dtype=np.float32), 2)
+        # Inclusive pixel boxes: reach the far edge of the last pixel once zoomed in.
+        edge = max(0.0, 1.0 - 1.0 / embedding.scale[0])
+        return np.clip(box - offset + np.array([0, 0, edge, edge], dtype=np.float32),
+                       0, np.tile(np.array(embedding.original_size, dtype=np.float32), 2))
 
     def tiles(self, shape: tuple[int, int], diameter: float) -> list[Window]:
         """The windows that answer prompts on objects of ``diameter`` pixels: every grid
@@ -272,12 +288,7 @@ class PromptService:
         emb = self.window_embedding(plane, win, signature, limits)
         offset = np.array([win.r0, win.c0], dtype=np.float32)
         local_pts = None if pts is None else (pts[0] - offset, pts[1])
-        local_box = None
-        if bx is not None:
-            # Inclusive pixel boxes: reach the far edge of the last pixel once zoomed in.
-            edge = max(0.0, 1.0 - 1.0 / emb.scale[0])
-            local_box = np.clip(bx - np.tile(offset, 2) + np.array([0, 0, edge, edge], dtype=np.float32),
-                                0, np.tile(np.array(emb.original_size, dtype=np.float32), 2))
+        local_box = None if bx is None else self.window_box(bx, emb, (win.r0, win.c0))
         return self.decode(emb, local_pts, local_box, mask_input, multimask, threshold)
 
     def _cut(self, emb: Embedding, logits: torch.Tensor, scores: torch.Tensor,
