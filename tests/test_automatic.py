@@ -9,16 +9,28 @@ import torch
 
 from napari_sam.segmentation.automatic import (
     AutoParams, crop_boxes, link_slices, point_grid, propose_steps, run_with_progress, select,
-    segment_everything, stability_scores,
+    segment_everything,
 )
+from napari_sam.masks import stability_scores
+from napari_sam.cache import EmbeddingCache
 from napari_sam.errors import Cancelled
-from napari_sam.metrics import f1
+from napari_sam.metrics import f1, mean_segmentation_accuracy
+from napari_sam.segmentation.refine_labels import refine_labels
+
+
+NUCLEI = "nuclei2d"  # the plane's signature in the windows' cache
 
 
 @pytest.fixture(scope="module")
-def nuclei_proposals(lite_predictor, nuclei2d):
+def window_cache():
+    return EmbeddingCache()
+
+
+@pytest.fixture(scope="module")
+def nuclei_proposals(lite_predictor, nuclei2d, window_cache):
     steps = []
-    proposals = run_with_progress(propose_steps(lite_predictor, nuclei2d[0]), lambda d, t: steps.append((d, t)))
+    proposals = run_with_progress(propose_steps(lite_predictor, nuclei2d[0], cache=window_cache, signature=NUCLEI),
+                                  lambda d, t: steps.append((d, t)))
     assert steps and steps[-1][0] == steps[-1][1] == len(proposals.tiles)
     return proposals
 
@@ -28,20 +40,51 @@ def test_boxes_method_segments_real_nuclei(lite_predictor, nuclei2d, nuclei_prop
     labels = select(nuclei_proposals, lite_predictor)
     assert nuclei_proposals.method == "boxes"  # the default for box-trained LiteMedSAM
     score = f1(nuclei2d[1], labels)
-    assert score >= 0.80, score
+    assert score >= 0.83, score  # 0.854; 0.818 with the stability threshold at SAM's 0.8
     assert labels.dtype == np.int32 and labels.shape == nuclei2d[0].shape
+    # numbered in raster order: each id's first pixel comes after the one before
+    ids, first = np.unique(labels, return_index=True)
+    assert list(ids) == list(range(len(ids))) and np.all(np.diff(first[1:]) > 0)
 
 
-@pytest.mark.parametrize("variant, least", [("inverted", 0.7), ("rgb", 0.55)])
-def test_boxes_method_finds_dark_nuclei_on_bright(lite_predictor, nuclei2d, variant, least):
+def test_refining_the_chosen_objects_costs_no_encoder_call_and_sharpens_them(
+        lite_predictor, nuclei2d, nuclei_proposals, window_cache):
+    """segment_everything's last step: each chosen object prompted again with a box around
+    its own mask, in the windows the proposals were decoded in."""
+    image, truth = nuclei2d
+    chosen = select(nuclei_proposals, lite_predictor)
+    service = lite_predictor.prompts(window_cache)
+    calls = service.encoder_calls
+    refined = refine_labels(lite_predictor, image, chosen, cache=window_cache, signature=NUCLEI).labels
+    assert service.encoder_calls == calls
+    before, after = mean_segmentation_accuracy(truth, chosen), mean_segmentation_accuracy(truth, refined)
+    # measured: mSA 0.444 -> 0.485, F1 0.854 -> 0.844
+    assert after >= before + 0.02 and after >= 0.47, (before, after)
+    assert f1(truth, refined) >= 0.82
+
+
+@pytest.mark.parametrize("variant, least, least_msa", [("inverted", 0.75, 0.35), ("rgb", 0.8, 0.42)])
+def test_boxes_method_finds_dark_nuclei_on_bright(lite_predictor, nuclei2d, variant, least, least_msa):
     """Dark on bright (inverted contrast, a stain rendered in RGB): the detectors look for
     the minority side of the plane, as bright blobs. Both scored F1 0 when they looked for
-    bright blobs only; on this quarter of the image they measure 0.81 and 0.64."""
+    bright blobs only; on this quarter of the image they measure F1 0.80 and 0.88, mSA
+    0.39 and 0.48."""
     from napari_sam.variants import standard_variants
 
     (_, image, truth), = standard_variants(nuclei2d[0][:256, :256], nuclei2d[1][:256, :256], [variant])
-    score = f1(truth, segment_everything(lite_predictor, image))
-    assert score >= least, score
+    cache, steps = EmbeddingCache(), []
+    labels = segment_everything(lite_predictor, image, progress=lambda d, t: steps.append((d, t)), cache=cache,
+                                signature=variant)
+    score, msa = f1(truth, labels), mean_segmentation_accuracy(truth, labels)
+    assert score >= least and msa >= least_msa, (score, msa)
+    assert steps[-1][0] == steps[-1][1] and all(t == steps[-1][1] for _, t in steps)
+    # The windows stay cached for the plane: a box on an object found is a decoder call.
+    service = lite_predictor.prompts(cache)
+    calls = service.encoder_calls
+    rows, cols = np.nonzero(labels == labels.max())
+    box = np.clip([rows.min() - 2, cols.min() - 2, rows.max() + 2, cols.max() + 2], 0, 255)
+    cand = service.segment(image, box=box, signature=variant)
+    assert service.encoder_calls == calls and cand.masks[cand.best].any()
 
 
 def test_the_diameter_range_follows_the_magnification_unless_set(nuclei2d, nuclei3d):

@@ -3,8 +3,13 @@ contrast with its surroundings. Shared by tracking, propagation and automatic se
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 from scipy import ndimage as ndi
+
+if TYPE_CHECKING:
+    import torch
 
 
 def bbox(mask: np.ndarray) -> tuple[int, int, int, int] | None:
@@ -73,6 +78,14 @@ def edge_strength(gradient: np.ndarray, mask: np.ndarray) -> float:
     return float(gradient[edge].mean()) if edge.any() else 0.0
 
 
+def stability_scores(logits: torch.Tensor, offset: float) -> np.ndarray:
+    """Per mask of ``logits`` (N, ...), cut at 0: its area above ``offset`` over its area
+    above ``-offset`` (SAM's stability score; 1 for a crisp mask)."""
+    inner = (logits > offset).flatten(1).sum(1).float()
+    outer = (logits > -offset).flatten(1).sum(1).float()
+    return (inner / outer.clamp(min=1)).cpu().numpy()
+
+
 def object_contrast(plane: np.ndarray, mask: np.ndarray) -> float:
     """Mean inside the mask minus the median of a thin ring around it (negative: darker)."""
     ring = ndi.binary_dilation(mask, iterations=4) & ~ndi.binary_dilation(mask, iterations=1)
@@ -81,4 +94,4 @@ def object_contrast(plane: np.ndarray, mask: np.ndarray) -> float:
 
 
 __all__ = ["bbox", "box_around", "centre", "connected_part", "edge_strength", "grey", "interior_point", "object_contrast",
-           "shifted"]
+           "shifted", "stability_scores"]

@@ -156,7 +156,9 @@ def everything_job(engine: Engine, view: PlaneView, index: Index, whole_stack: b
         if whole_stack:
             volume = PlaneStack(view.source, index)[:, :, :]
             return segment_volume(predictor, volume, params, progress, cancel)
-        return segment_everything(predictor, view.source.plane(index), params, progress, cancel)
+        # The plane's windows go into the engine's cache: prompts there afterwards are decoder calls.
+        return segment_everything(predictor, engine.read_plane(view.source, index), params, progress, cancel,
+                                  cache=engine.cache, signature=engine.key(view.source, index))
 
     return run
 

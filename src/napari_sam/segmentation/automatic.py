@@ -4,7 +4,10 @@ Two ways to propose objects, then one way to choose among them:
 
 - ``boxes`` (for box-trained models such as LiteMedSAM, and the default for them):
   box proposals from a classical blob detector and a distance-transform watershed;
-  each box is decoded on a zoomed tile so that small objects fill the model's window.
+  each box is decoded in the prompt service's zoomed window for it, so that small
+  objects fill the model's input. The chosen objects are then refined once, each with a
+  box around its own mask (:func:`~napari_sam.segmentation.refine_labels.refine_labels`),
+  from the same cached windows.
 - ``grid`` (SAM's own method, for point-capable models): a regular grid of point
   prompts, three candidates each, optionally repeated on overlapping crops.
 
@@ -15,7 +18,7 @@ can be re-tuned cheaply without touching the encoder again.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Callable, Generator, Hashable, Iterator
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -24,13 +27,14 @@ import torch
 from ..errors import Cancelled
 from .auto_params import AutoParams
 from ..imaging import as_plane, to_intensity
-from ..masks import bbox
+from ..masks import bbox, stability_scores
 from ..prompting.object_size import objects_are_bright
-from ..prompting.service import LOOSE_BOX_THRESHOLD
-from ..prompting.windows import grid_origins
+from ..prompting.service import LOOSE_BOX_THRESHOLD, Cache, PromptService, plane_digest, prompt_extent
+from ..prompting.windows import Window
 from ..predictor import Predictor
 from ..values import Embedding
 from .proposals import box_proposals
+from .refine_labels import refine_labels
 
 ProgressCallback = Callable[[int, int], None]
 
@@ -69,10 +73,34 @@ def segment_everything(
     params: AutoParams = AutoParams(),
     progress: ProgressCallback | None = None,
     cancel: Callable[[], bool] | None = None,
+    *,
+    cache: Cache | None = None,
+    signature: Hashable | None = None,
 ) -> np.ndarray:
-    """Instance labels (H, W) int32 of everything found in one 2D plane."""
-    proposals = run_with_progress(propose_steps(predictor, image, params, cancel), progress)
-    return select(proposals, predictor, params)
+    """Instance labels (H, W) int32 of everything found in one 2D plane, numbered in
+    raster order.
+
+    ``progress`` gets (steps done, steps in all): one step per embedded window, and a last
+    one for choosing and refining the objects. The box method's windows go into ``cache``
+    under ``signature`` (the plane's identity; default a hash of its bytes), the prompt
+    service's keys: prompts on the plane afterwards need no encoder call.
+    """
+    plane = as_plane(image)
+    signature = plane_digest(plane) if signature is None else signature
+
+    def report(done: int, total: int) -> None:
+        if progress is not None:
+            progress(done, total + 1)
+
+    proposals = run_with_progress(propose_steps(predictor, plane, params, cancel, cache=cache, signature=signature),
+                                  report)
+    labels = select(proposals, predictor, params)
+    if proposals.method == "boxes" and params.refine:
+        labels = refine_labels(predictor, plane, labels, cache=cache, signature=signature, cancel=cancel).labels
+        labels = raster_numbered(labels)  # an object under surer neighbours may have gone
+    if progress is not None:
+        progress(len(proposals.tiles) + 1, len(proposals.tiles) + 1)
+    return labels
 
 
 def run_with_progress(steps: Generator[tuple[int, int], None, Proposals],
@@ -89,21 +117,27 @@ def run_with_progress(steps: Generator[tuple[int, int], None, Proposals],
 
 def propose_steps(
     predictor: Predictor, image: object, params: AutoParams = AutoParams(),
-    cancel: Callable[[], bool] | None = None,
+    cancel: Callable[[], bool] | None = None, *, cache: Cache | None = None,
+    signature: Hashable | None = None,
 ) -> Generator[tuple[int, int], None, Proposals]:
-    """Compute proposals tile by tile, yielding (tiles done, tiles total)."""
+    """Compute proposals tile by tile, yielding (tiles done, tiles total). The box method's
+    tiles are the prompt service's windows, kept in ``cache`` under ``signature`` (see
+    :func:`segment_everything`)."""
     plane = as_plane(image)
     params = params.resolve(predictor).sized_for(plane)
     # One 8-bit intensity image for the whole plane: crops keep the plane's contrast.
     rgb8 = np.rint(to_intensity(plane, predictor.percentiles)).astype(np.uint8)
-    work = (_box_work if params.method == "boxes" else _grid_work)(predictor, rgb8, params)
+    if params.method == "boxes":
+        service = predictor.prompts(cache)
+        work = _box_work(service, plane, rgb8, params, plane_digest(plane) if signature is None else signature)
+    else:
+        work = _grid_work(predictor, rgb8, params)
     tiles: list[Tile] = []
     parts: list[tuple[torch.Tensor, np.ndarray]] = []
     for i, (origin, size, prompts) in enumerate(work.jobs):
         if cancel is not None and cancel():
             raise Cancelled("automatic segmentation was cancelled")
-        r0, c0 = origin
-        tile = Tile(origin, predictor.embed(rgb8[r0 : r0 + size[0], c0 : c0 + size[1]]))
+        tile = Tile(origin, work.embed(origin, size))
         logits, scores = work.decode(predictor, tile, prompts)
         # Keep what could pass any reasonable threshold; memory stays bounded.
         keep = scores >= min(params.pred_iou_thresh, 0.5)  # type: ignore[type-var]
@@ -198,60 +232,42 @@ def _matches(a: np.ndarray, b: np.ndarray, min_iou: float) -> list[tuple[int, in
 
 @dataclass
 class _Work:
-    jobs: list[tuple[tuple[int, int], tuple[int, int], np.ndarray]]
+    jobs: list[tuple[tuple[int, int], tuple[int, int], np.ndarray]]  # (origin, size, prompts) per tile
+    embed: Callable[[tuple[int, int], tuple[int, int]], Embedding]  # (origin, size) -> the tile's embedding
     decode: Callable[[Predictor, Tile, np.ndarray], tuple[torch.Tensor, np.ndarray]]
     meta: dict
 
 
-def zoom_tile_size(diameter: float, img_size: int, shape: tuple[int, int]) -> int:
-    """Side of the square tile that shows an object of ``diameter`` px at a good size.
-
-    The model sees objects best at about a fifth of its window; zoom in up to 4x for small
-    objects, never shrink beyond the whole plane.
-    """
-    zoom = float(np.clip(img_size / 5.0 / max(diameter, 1.0), 1.0, 4.0))
-    side = int(math.ceil(img_size / zoom))
-    return max(32, min(side, max(shape)))
-
-
-TILE_OVERLAP = 1.5
-
-
-def _box_work(predictor: Predictor, rgb8: np.ndarray, params: AutoParams) -> _Work:
+def _box_work(service: PromptService, plane: np.ndarray, rgb8: np.ndarray, params: AutoParams,
+              signature: Hashable) -> _Work:
     gray = rgb8.mean(axis=-1) / 255.0
     if not objects_are_bright(gray):
         gray = 1.0 - gray  # the detectors look for bright blobs: dark nuclei, stains
     boxes, diameter = box_proposals(gray, params.min_diameter, params.max_diameter)
-    h, w = gray.shape
-    side = zoom_tile_size(diameter, predictor.model.img_size, (h, w))
-    side_h, side_w = min(side, h), min(side, w)
-    # Tiles overlap by TILE_OVERLAP diameters: big enough that every typical box lies
-    # wholly in its tile, small enough to embed few tiles (the encoder is the cost).
-    overlap = int(math.ceil(TILE_OVERLAP * diameter))
-    # Any box of up to ``overlap`` pixels lies wholly inside the tile whose centre is nearest its own.
-    rows = grid_origins(h, side_h, max(side_h - overlap, 1))
-    cols = grid_origins(w, side_w, max(side_w - overlap, 1))
-    # Each box goes to the tile whose centre is nearest the box centre.
-    centres = np.column_stack([(boxes[:, 0] + boxes[:, 2]) / 2, (boxes[:, 1] + boxes[:, 3]) / 2])
-    tile_r = np.array(rows) + side_h / 2
-    tile_c = np.array(cols) + side_w / 2
-    ri = np.abs(centres[:, :1] - tile_r[None]).argmin(1) if len(boxes) else np.zeros(0, int)
-    ci = np.abs(centres[:, 1:] - tile_c[None]).argmin(1) if len(boxes) else np.zeros(0, int)
-    jobs = []
-    for a, r0 in enumerate(rows):
-        for b, c0 in enumerate(cols):
-            mine = boxes[(ri == a) & (ci == b)]
-            if len(mine):
-                local = mine - np.array([r0, c0, r0, c0], dtype=np.float32)
-                local = np.clip(local, 0, [side_h - 1, side_w - 1, side_h - 1, side_w - 1])
-                jobs.append(((r0, c0), (side_h, side_w), local))
+    shape = plane.shape[:2]
+    limits = service.plane_limits(plane, signature)
+    level = service.level_for(service.plane_diameter(plane, signature), shape)
+    # Each box is decoded in the window the prompt service answers it in: a user's box
+    # there, or the refinement below, costs no encoder call.
+    groups: dict[Window, list[np.ndarray]] = {}
+    for box in boxes:
+        groups.setdefault(service.window_for(prompt_extent(None, box), shape, level), []).append(box)
+    # Last rows first: the refinement goes through the objects from the top, and finds the
+    # windows embedded last still cached when a large plane's windows overflow the cache.
+    order = sorted(groups, key=lambda win: (win.r0, win.c0), reverse=True)
+    jobs = [((win.r0, win.c0), win.shape, np.stack(groups[win])) for win in order]
+    predictor = service.predictor
     multimask = not predictor.box_only  # box-trained models answer best with their single mask
 
-    def decode(pred: Predictor, tile: Tile, local: np.ndarray) -> tuple[torch.Tensor, np.ndarray]:
-        logits, scores = decode_boxes(pred, tile.embedding, local, multimask)
-        return logits, scores
+    def embed(origin: tuple[int, int], size: tuple[int, int]) -> Embedding:
+        return service.window_embedding(plane, Window(*origin, origin[0] + size[0], origin[1] + size[1]),
+                                        signature, limits)
 
-    return _Work(jobs, decode, {"boxes": boxes, "diameter": diameter, "tile": (side_h, side_w)})
+    def decode(pred: Predictor, tile: Tile, plane_boxes: np.ndarray) -> tuple[torch.Tensor, np.ndarray]:
+        local = np.stack([service.window_box(b, tile.embedding, tile.origin) for b in plane_boxes])
+        return decode_boxes(pred, tile.embedding, local, multimask)
+
+    return _Work(jobs, embed, decode, {"boxes": boxes, "diameter": diameter})
 
 
 def decode_boxes(predictor: Predictor, embedding: Embedding, boxes: np.ndarray, multimask: bool,
@@ -311,6 +327,9 @@ def _grid_work(predictor: Predictor, rgb8: np.ndarray, params: AutoParams) -> _W
         pts = point_grid(n) * np.array([ch, cw]) - 0.5
         jobs.append(((r0, c0), (ch, cw), pts.astype(np.float32)))
 
+    def embed(origin: tuple[int, int], size: tuple[int, int]) -> Embedding:
+        return predictor.embed(rgb8[origin[0]:origin[0] + size[0], origin[1]:origin[1] + size[1]])
+
     def decode(pred: Predictor, tile: Tile, pts: np.ndarray) -> tuple[torch.Tensor, np.ndarray]:
         logits_all, scores_all = [], []
         for chunk in _chunks(pts, params.points_per_batch):
@@ -319,21 +338,15 @@ def _grid_work(predictor: Predictor, rgb8: np.ndarray, params: AutoParams) -> _W
             scores_all.append(scores.flatten().cpu().numpy())
         return torch.cat(logits_all), np.concatenate(scores_all)
 
-    return _Work(jobs, decode, {})
+    return _Work(jobs, embed, decode, {})
 
 
 # --------------------------------------------------------------------------- selection
 
 
-def stability_scores(logits: torch.Tensor, offset: float) -> np.ndarray:
-    """Area of (logits > offset) over area of (logits > -offset): 1 for crisp masks."""
-    inner = (logits > offset).flatten(1).sum(1).float()
-    outer = (logits > -offset).flatten(1).sum(1).float()
-    return (inner / outer.clamp(min=1)).cpu().numpy()
-
-
 def select(proposals: Proposals, predictor: Predictor, params: AutoParams = AutoParams()) -> np.ndarray:
-    """Filter, de-duplicate and paint proposals into an int32 label image (cheap to rerun)."""
+    """Filter, de-duplicate and paint proposals into an int32 label image, numbered in
+    raster order (cheap to rerun)."""
     h, w = proposals.shape
     labels = np.zeros((h, w), dtype=np.int32)
     if not len(proposals):
@@ -368,7 +381,16 @@ def select(proposals: Proposals, predictor: Predictor, params: AutoParams = Auto
             continue
         view[free] = next_id
         next_id += 1
-    return labels
+    return raster_numbered(labels)
+
+
+def raster_numbered(labels: np.ndarray) -> np.ndarray:
+    """``labels`` renumbered 1..N in the raster order of each object's first pixel."""
+    ids, first = np.unique(labels, return_index=True)
+    lookup = np.zeros(int(ids.max()) + 1 if len(ids) else 1, dtype=labels.dtype)
+    objects = ids != 0
+    lookup[ids[objects][np.argsort(first[objects], kind="stable")]] = np.arange(1, objects.sum() + 1)
+    return lookup[labels]
 
 
 def _place(local: np.ndarray, origin: tuple[int, int]) -> tuple[np.ndarray, tuple[int, int, int, int]]:
@@ -393,6 +415,6 @@ def _mask_iou(a: np.ndarray, ba: tuple, b: np.ndarray, bb: tuple) -> float:
 
 
 __all__ = [
-    "AutoParams", "Proposals", "link_slices", "propose_steps", "segment_everything",
+    "AutoParams", "Proposals", "link_slices", "propose_steps", "raster_numbered", "segment_everything",
     "segment_planes_steps", "select",
 ]

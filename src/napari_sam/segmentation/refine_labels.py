@@ -18,10 +18,9 @@ from scipy import ndimage as ndi
 
 from ..errors import Cancelled
 from ..imaging import as_plane
-from ..masks import bbox, connected_part, edge_strength, grey
+from ..masks import bbox, connected_part, edge_strength, grey, stability_scores
 from ..predictor import Predictor
 from ..prompting.service import LOOSE_BOX_THRESHOLD, Cache, plane_digest
-from .automatic import stability_scores
 
 ProgressCallback = Callable[[int, int], None]
 
