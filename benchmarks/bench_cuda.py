@@ -1,7 +1,7 @@
 """The CUDA path against the reference implementations, same weights, same process, same GPU:
 numeric agreement, speed and GPU memory, for SAM (vit_b), LiteMedSAM and SAM 2.1 (Hiera-T).
 
-    python benchmarks/bench_cuda.py [--device cuda] [--repeats 10] [--sections 1,2,3,4]
+    python benchmarks/bench_cuda.py [--device cuda] [--repeats 10] [--sections 1,2,3,4,5] [--variants native,2x,...]
 
 1. vit_b (random weights, seed 0) against ``segment-anything``: embedding and box decoding
    agreement in fp32, embedding and prompt medians in fp32 and bf16, peak GPU memory.
@@ -12,6 +12,8 @@ numeric agreement, speed and GPU memory, for SAM (vit_b), LiteMedSAM and SAM 2.1
    click tracked through 16 frames by memory, per-frame median and mask agreement.
 4. The zoomed tiles the widget embeds: every tile of the 512 px nuclei plane and of the
    same nuclei tiled into a 2048 px field, each tile measured (no sampling).
+5. Automatic segmentation (the default boxes method) on image variants in fp32 and bf16:
+   seconds per 512^2 plane against one whole-plane embedding, objects found, F1 and mSA.
 
 Every timing synchronises the device before the clock is read. Made for a GPU; ``--device cpu``
 runs the same code (slowly) to check the script itself.
@@ -307,12 +309,41 @@ def bench_tiles(dev: torch.device) -> None:
               flush=True)
 
 
+# ---------------------------------------------------------------------- 5. automatic
+
+
+def bench_automatic(dev: torch.device, variants: list[str]) -> None:
+    from napari_sam import Predictor, load_model
+    from napari_sam.metrics import f1, mean_segmentation_accuracy
+    from napari_sam.segmentation.automatic import segment_everything
+    from napari_sam.variants import standard_variants
+
+    image, labels, _ = truth()
+    print("\n5. Automatic segmentation (boxes method, refined), LiteMedSAM; CPU figures: README", flush=True)
+    for precision in ("fp32", "bf16"):
+        predictor = Predictor(load_model("lite_medsam", device=dev, precision=precision))
+        whole = medians({"whole": lambda: predictor.embed(image)}, 5, dev)["whole"]
+        for name, var_image, var_labels in standard_variants(image, labels, variants):
+            predictor.prompts().cache.clear()  # each run embeds its own windows
+            sync(dev)
+            t0 = time.perf_counter()
+            out = segment_everything(predictor, var_image)
+            sync(dev)
+            took = time.perf_counter() - t0
+            planes = var_image.shape[0] * var_image.shape[1] / 512**2
+            print(f"  {precision} {name:<10} {took:6.2f} s ({took / planes:5.2f} s per 512^2, "
+                  f"{took / planes / whole:5.0f} whole-plane embeddings of {whole * 1e3:.1f} ms); "
+                  f"{out.max()} objects, F1 {f1(var_labels, out):.3f}, mSA {mean_segmentation_accuracy(var_labels, out):.3f}",
+                  flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--repeats", type=int, default=10)
     ap.add_argument("--frames", type=int, default=16)
-    ap.add_argument("--sections", default="1,2,3,4")
+    ap.add_argument("--sections", default="1,2,3,4,5")
+    ap.add_argument("--variants", default="native,2x,low_photon,2048", help="section 5's image variants")
     args = ap.parse_args()
     dev = torch.device(args.device)
     name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu"
@@ -321,7 +352,8 @@ def main() -> None:
           f"{torch.backends.cuda.matmul.allow_tf32}, TF32 cuDNN {torch.backends.cudnn.allow_tf32}", flush=True)
     sections = {int(s) for s in args.sections.split(",")}
     runs = {1: lambda: bench_vit_b(dev, args.repeats), 2: lambda: bench_lite_medsam(dev, args.repeats),
-            3: lambda: bench_sam2(dev, args.repeats, args.frames), 4: lambda: bench_tiles(dev)}
+            3: lambda: bench_sam2(dev, args.repeats, args.frames), 4: lambda: bench_tiles(dev),
+            5: lambda: bench_automatic(dev, args.variants.split(","))}
     failed = 0
     for s in sorted(sections):
         try:
