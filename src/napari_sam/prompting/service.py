@@ -25,6 +25,7 @@ import torch
 
 from ..cache import EmbeddingCache
 from ..imaging import as_plane, intensity_limits
+from ..masks import edge_map, on_strongest_edges
 from .object_size import estimate_diameter
 from ..values import Candidates, Embedding, check_box, check_points
 from .windows import Window, level_for_diameter, level_windows, plan_window
@@ -34,8 +35,9 @@ if TYPE_CHECKING:
 
 Key = tuple[Hashable, ...]
 
-# For box-only models, candidates 2 and 3 cut the one mask this far above and below the
-# threshold: a tighter and a looser outline of the same object.
+# For box-only models the candidates cut the one mask at the threshold and this far above
+# and below it: a tighter and a looser outline of the same object. The one on the strongest
+# image edges is offered first (see _edge_first).
 BOX_ONLY_CUT_STEP = 1.5
 # The click -> box policy (click_box.py) is tuned on nuclei of about this diameter.
 CLICK_DIAMETER = 24.0
@@ -181,6 +183,8 @@ class PromptService:
                 break
             win = grown
             cand = self._segment_in(plane, win, pts, bx, multimask, signature, limits, None, threshold)
+        if self.predictor.box_only and len(cand) > 1:
+            cand = _edge_first(cand, edge_map(plane, diameter, win.bounds))
         return _paste(cand, win, shape)
 
     def decode(self, embedding: Embedding, points: tuple[np.ndarray, np.ndarray] | None,
@@ -403,6 +407,19 @@ def prompt_extent(points: tuple[np.ndarray, np.ndarray] | None, box: np.ndarray 
         parts.append(np.concatenate([pos.min(0), pos.max(0) + 1]).astype(np.float32))
     stacked = np.stack(parts)
     return np.concatenate([stacked[:, :2].min(0), stacked[:, 2:].max(0)])
+
+
+def _edge_first(cand: Candidates, gradient: np.ndarray) -> Candidates:
+    """A box-only model's cuts of its one mask (one predicted IoU for all), the one on the
+    strongest image edges first: the default candidate. On 40 real nuclei per variant, box
+    margins of 0 and 3 px, mean IoU against the threshold cut first: native 0.823 -> 0.838,
+    low photon 0.732 -> 0.743, RGB 0.789 -> 0.816, inverted 0.830 -> 0.847, 2x 0.835 ->
+    0.842, 3x 0.845 -> 0.843."""
+    first = on_strongest_edges(gradient, cand.masks)
+    if first == 0:
+        return cand
+    order = [first, *(k for k in range(len(cand)) if k != first)]
+    return replace(cand, masks=cand.masks[order], scores=cand.scores[order], logits=cand.logits[order])
 
 
 def _paste(cand: Candidates, win: Window, shape: tuple[int, int]) -> Candidates:

@@ -18,7 +18,7 @@ from scipy import ndimage as ndi
 
 from ..errors import Cancelled
 from ..imaging import as_plane
-from ..masks import bbox, connected_part, edge_strength, grey, stability_scores
+from ..masks import bbox, connected_part, edge_map, on_strongest_edges, stability_scores
 from ..predictor import Predictor
 from ..prompting.service import LOOSE_BOX_THRESHOLD, Cache, plane_digest
 
@@ -37,12 +37,10 @@ MIN_PAD = 2.0
 # Stability (SAM's: the mask's area at +1 over its area at -1 logit around the cut).
 STABILITY_OFFSET = 1.0
 # Of the model's outlines (for a box-only model its mask cut at three levels) and the given
-# one, each object keeps the one on the strongest edges: the mean gradient magnitude along
-# it, at a scale of EDGE_SIGMA px per 25 px of object size. Over 2 draws of 2 and 3 px
-# corruption, mean IoU: native 0.817 / 0.796 -> 0.833 / 0.820; 3x 0.814 / 0.808 -> 0.858 /
-# 0.843 (the given: 0.893 / 0.861); low photon 0.728 / 0.714 -> 0.765 / 0.746; RGB 0.788 /
-# 0.763 -> 0.807 / 0.790. A scale of 1 px gained less everywhere (at low photon counts half).
-EDGE_SIGMA = 2.0
+# one, each object keeps the one on the strongest edges (masks.on_strongest_edges, at the
+# objects' scale, masks.EDGE_SIGMA). Over 2 draws of 2 and 3 px corruption, mean IoU: native
+# 0.817 / 0.796 -> 0.833 / 0.820; 3x 0.814 / 0.808 -> 0.858 / 0.843 (the given: 0.893 /
+# 0.861); low photon 0.728 / 0.714 -> 0.765 / 0.746; RGB 0.788 / 0.763 -> 0.807 / 0.790.
 
 
 @dataclass
@@ -102,7 +100,7 @@ def refine_labels(
     Every object is prompted with its bounding box grown by :data:`PAD_SHARE` of its size
     (at least :data:`MIN_PAD` pixels) and cut at the loose-box threshold; of each mask only
     the part connected to the given object is kept, and of the model's outlines and the
-    given one the object takes the one on the strongest edges (see :data:`EDGE_SIGMA`).
+    given one the object takes the one on the strongest edges (see :data:`~napari_sam.masks.EDGE_SIGMA`).
     Where new masks overlap, the surer (predicted IoU x stability) wins. ``labels`` itself
     is never changed. Windows are embedded into ``cache`` under ``signature``, the plane's
     identity (default: a hash of its bytes), as by
@@ -118,7 +116,7 @@ def refine_labels(
     service = predictor.prompts(cache)
     signature = plane_digest(plane) if signature is None else signature
     limits = service.plane_limits(plane, signature)
-    gradient = _gradient(plane, service.plane_diameter(plane, signature))
+    gradient = edge_map(plane, service.plane_diameter(plane, signature))
     slices = ndi.find_objects(np.where(given > 0, given, 0))
     ids = np.array([i for i, sl in enumerate(slices, start=1) if sl is not None], dtype=np.int64)
     iou = np.zeros(len(ids), dtype=np.float32)
@@ -144,7 +142,8 @@ def refine_labels(
             iou[n] = cand.scores[cand.best]
             logits = torch.from_numpy(cand.logits[cand.best][None]) - LOOSE_BOX_THRESHOLD
             stability[n] = stability_scores(logits, STABILITY_OFFSET)[0]
-            best = max([*found, placed], key=lambda m: edge_strength(gradient[win], m))
+            outlines = [*found, placed]
+            best = outlines[on_strongest_edges(gradient[win], outlines)]
             kept[n] = best is placed
             masks.append((sl, obj) if kept[n] else (win, best))
         else:
@@ -168,14 +167,6 @@ def _object_ious(given: np.ndarray, out: np.ndarray, ids: np.ndarray) -> np.ndar
     both = ndi.sum_labels(out == given, np.where(given > 0, given, 0), ids)
     union = ndi.sum_labels(ones, given, ids) + ndi.sum_labels(ones, out, ids) - both
     return both / np.maximum(union, 1)
-
-
-def _gradient(plane: np.ndarray, diameter: float) -> np.ndarray:
-    """The plane's gradient magnitude at the scale of its objects (see :data:`EDGE_SIGMA`)."""
-    values = grey(plane)
-    if np.isnan(values).any():
-        values = np.nan_to_num(values, nan=float(np.nanmedian(values)))
-    return ndi.gaussian_gradient_magnitude(values, EDGE_SIGMA * max(1.0, diameter / 25.0))
 
 
 def _grown_box(obj: np.ndarray, sl: tuple[slice, slice], shape: tuple[int, int]) -> np.ndarray:
