@@ -183,6 +183,20 @@ def test_stack_segmentation_finds_real_nuclei_in_3d(lite_predictor, nuclei3d):
     assert steps[-1] == (len(found), len(found))
 
 
+def test_stack_seeds_find_dark_nuclei_on_bright_as_they_find_bright_ones(nuclei3d):
+    """A stack of dark objects (a stain, brightfield) is seeded like its mirror image: the
+    seeds assumed bright objects and found next to nothing in it."""
+    from napari_sam.segmentation.automatic_volume import plan_seeds
+
+    volume = nuclei3d[0]
+    dark = (int(volume.max()) + int(volume.min()) - volume.astype(np.int32)).astype(volume.dtype)
+    bright, mirrored = plan_seeds(volume), plan_seeds(dark)
+    assert 30 <= len(bright) == len(mirrored)
+    assert [s.at for s in bright] == [s.at for s in mirrored]
+    boxed = [(a.box, b.box) for a, b in zip(bright, mirrored) if a.box is not None]
+    assert len(boxed) >= 30 and all(b is not None and np.abs(a - b).max() <= 1 for a, b in boxed)
+
+
 def test_stack_segmentation_refuses_bad_input_and_cancels(lite_predictor, nuclei3d):
     from napari_sam.segmentation.automatic_volume import segment_volume
 

@@ -12,7 +12,8 @@ The steps are separate functions (:func:`plan_seeds`, :func:`carry_seed`,
 :func:`assemble_steps`) so that the carrying, the costly part, can run elsewhere (on a dask
 cluster, see :mod:`napari_sam.cli.batch`) and still give the serial run's labels.
 
-Seeds assume objects brighter than their surroundings (fluorescence).
+Seeds are looked for as bright blobs; a stack of dark objects on a bright background
+(stains, brightfield) is mirrored within its range for that, and only for that.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from .automatic import AutoParams, run_with_progress
 from ..errors import Cancelled
 from ..imaging import finite
 from ..masks import bbox
+from ..prompting.object_size import objects_are_bright
 from ..predictor import Predictor
 from .column import Piece
 from .propagation import PropagationParams, propagate_piece
@@ -69,12 +71,23 @@ def checked_volume(volume: object) -> np.ndarray:
 
 def plan_seeds(volume: np.ndarray, params: AutoParams = AutoParams(),
                propagation: PropagationParams = PropagationParams()) -> list[Seed]:
-    """The seeds of a checked volume (see :func:`checked_volume`), brightest first."""
+    """The seeds of a checked volume (see :func:`checked_volume`), most contrasted first;
+    the objects may be brighter or darker than their background (judged on the middle slice)."""
     params = params.sized_for(volume)
-    denoised = ndi.gaussian_filter(volume.astype(np.float32, copy=False), propagation.denoise_sigma)
+    bright = _objects_bright(volume)
+    denoised = ndi.gaussian_filter(bright, propagation.denoise_sigma)
     background = float(np.median(denoised))
     return [Seed((int(z), int(r), int(c)), _seed_box(denoised[z], (r, c), background, params.max_diameter))
-            for z, r, c in seeds(volume, params)]
+            for z, r, c in seeds(bright, params)]
+
+
+def _objects_bright(volume: np.ndarray) -> np.ndarray:
+    """The volume as float32, mirrored within its range when its objects are darker than
+    their background, so that they are bright blobs for :func:`seeds`."""
+    vol = volume.astype(np.float32, copy=False)
+    if objects_are_bright(vol[vol.shape[0] // 2]):
+        return vol
+    return (float(vol.max()) + float(vol.min())) - vol
 
 
 def carry_seed(predictor: Predictor, volume: np.ndarray, seed: Seed,
