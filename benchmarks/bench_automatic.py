@@ -2,6 +2,7 @@
 stack, on the real nucleus data with the real LiteMedSAM weights, with their quality.
 
     python benchmarks/bench_automatic.py [--threads N] [--workers N]
+    python benchmarks/bench_automatic.py --variants native,2x,3x,low_photon,inverted,rgb [--precision auto]
 
 Prints, per method, the wall time for the 512 x 512 nucleus image and the instance F1 at
 IoU 0.5 and mean segmentation accuracy (mSA, IoU 0.5 to 0.95) against its ground truth; for
@@ -12,6 +13,10 @@ middle slice). With ``--workers N`` it also times the
 volume on a dask LocalCluster of N workers (files and seed groups as tasks, as
 ``napari-sam segment --scheduler local`` runs them) and checks its labels against the serial run's.
 The grid method needs a point-trained model: with box-trained LiteMedSAM it is refused.
+
+With ``--variants`` it prints instead, for each named image variant of the nuclei
+(:mod:`napari_sam.variants`), the default method's time, its seconds per 512 x 512 plane
+against one whole-plane embedding in the same run, the objects found, F1 and mSA.
 """
 
 from __future__ import annotations
@@ -35,9 +40,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     parser.add_argument("--workers", type=int, default=0, help="also time the volume on a LocalCluster of N workers")
+    parser.add_argument("--variants", default="", help="comma-separated image variants: time and quality per variant only")
+    parser.add_argument("--precision", default="fp32", help="fp32, bf16 or auto (default fp32)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.variants:
+        variant_table(args.variants.split(","), args.precision)
+        return
     from napari_sam import Predictor, load_model, propagate
     from napari_sam.segmentation.propagation import CARRIES, PropagationParams
     from napari_sam.segmentation.automatic import AutoParams, run_with_progress, segment_everything, segment_planes_steps
@@ -86,6 +96,35 @@ def main() -> None:
         print(f"propagate, carry={carry}: {len(objects)} nuclei, {t_prop / len(objects):.2f} s/object (slice "
               f"embeddings, {t_embed / volume.shape[0] * 1e3:.0f} ms/slice, made beforehand); mean 3D IoU "
               f"{np.mean(scores):.3f} (median {np.median(scores):.3f})")
+
+
+def variant_table(names: list[str], precision: str) -> None:
+    """The default automatic method on each image variant: time and quality."""
+    from napari_sam import Predictor, load_model
+    from napari_sam.segmentation.automatic import segment_everything
+    from napari_sam.variants import standard_variants
+
+    predictor = Predictor(load_model("lite_medsam", device="cpu", precision=precision))
+    image = tifffile.imread(ROOT / "tests/data/nuclei2d.tif")
+    truth = tifffile.imread(ROOT / "tests/data/nuclei2d_labels.tif")
+    predictor.embed(image)
+    whole = []
+    for _ in range(5):
+        t0 = time.perf_counter()
+        predictor.embed(image)
+        whole.append(time.perf_counter() - t0)
+    one = float(np.median(whole))
+    print(f"{platform.machine()}, torch {torch.__version__}, {torch.get_num_threads()} threads, lite_medsam "
+          f"{predictor.model.precision}; one whole-plane embedding of the 512x512 image: {one:.2f} s (median of 5)")
+    for name, var_image, var_truth in standard_variants(image, truth, names):
+        predictor.prompts().cache.clear()  # each variant embeds its own windows
+        t0 = time.perf_counter()
+        labels = segment_everything(predictor, var_image)
+        elapsed = time.perf_counter() - t0
+        per_plane = elapsed / (var_image.shape[0] * var_image.shape[1] / 512**2)
+        print(f"{name:<11} {var_image.shape[0]}x{var_image.shape[1]}: {elapsed:6.1f} s ({per_plane:5.1f} s per 512^2 "
+              f"= {per_plane / one:4.0f} whole-plane embeddings)  {labels.max():4d} objects  "
+              f"F1@0.5 {f1(var_truth, labels):.3f}  mSA {mean_segmentation_accuracy(var_truth, labels):.3f}", flush=True)
 
 
 def _distributed_volume(volume: np.ndarray, serial: np.ndarray, workers: int) -> float:
