@@ -13,6 +13,11 @@ from ..interactive.planes import PlaneView
 from ..interactive.stack import PlaneStack
 
 
+def camera(viewer: Any) -> Any:
+    """The viewer's 2D camera: ``viewer.scene.camera`` from napari 0.9, ``viewer.camera`` before."""
+    return getattr(viewer, "scene", viewer).camera
+
+
 def add_quietly(viewer: Any, layer: Any) -> Any:
     """Add ``layer`` to the viewer and give the focus back to the layer that had it (napari
     makes a new layer the active one): the user goes on prompting where they were."""

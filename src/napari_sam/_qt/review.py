@@ -15,7 +15,7 @@ from ..embeddings.engine import Index
 from ..interactive.jobs import refine_job
 from ..interactive.planes import PlaneView
 from ..segmentation.refine_labels import RefinedLabels
-from .layers import add_quietly
+from .layers import add_quietly, camera
 from .object_list import REFINE
 from .workers import BackgroundJob
 
@@ -120,8 +120,7 @@ class LabelReview(QObject):
         point = list(view.world_point(viewer.dims.point, index))
         point[len(point) - layer.ndim:] = np.asarray(layer.data_to_world(centre))  # layer dims come last
         viewer.dims.point = tuple(point)
-        camera = getattr(viewer, "scene", viewer).camera
-        camera.center = tuple(point[d] for d in viewer.dims.displayed)
+        camera(viewer).center = tuple(point[d] for d in viewer.dims.displayed)
         layer.selected_label = label
         self.current = label
         self.ui.review.select(label)

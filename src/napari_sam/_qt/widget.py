@@ -29,7 +29,7 @@ from .controls import (
     CANCEL, CHECKPOINT_FILE, CHECKPOINT_FILTER, EVERYTHING_PLANE, EVERYTHING_STACK, Controls, LayerCombo,
 )
 from .lifecycle import Undocked
-from .layers import add_labels, new_output_layer
+from .layers import add_labels, camera, new_output_layer
 from .decoding import PromptDecoding
 from .review import LabelReview
 from .stack_actions import StackActions
@@ -46,11 +46,6 @@ BOX_HINT = ("{model} is trained on boxes: your click became a box around the obj
 NO_OBJECT_HINT = "No object under your click: nothing to segment there."
 IMAGE_KEY = "napari_sam_image"  # metadata of an output labels layer: the image it was made for
 GEOMETRY = ("data", "scale", "translate")  # image layer events that change the planes
-
-
-def _camera(viewer: Any) -> Any:
-    """The 2D camera: ``viewer.scene.camera`` from napari 0.9, ``viewer.camera`` before."""
-    return getattr(viewer, "scene", viewer).camera
 
 
 def image_key(layer: Any) -> str:
@@ -162,7 +157,7 @@ class SamWidget(QWidget):
         self._listen(v.dims.events.order, self.schedule_rebuild)
         self._listen(v.layers.events.inserted, self._on_inserted)
         self._listen(v.cursor.events.position, self._on_cursor)
-        self._listen(_camera(v).events.center, self._on_cursor)
+        self._listen(camera(v).events.center, self._on_cursor)
 
     def _listen(self, emitter: Any, callback: Any) -> None:
         emitter.connect(callback)
@@ -416,7 +411,7 @@ class SamWidget(QWidget):
         if 0 <= r < h and 0 <= c < w:
             return r, c
         point = list(self.viewer.dims.point)
-        for axis, value in zip(self.viewer.dims.displayed, _camera(self.viewer).center[-2:]):
+        for axis, value in zip(self.viewer.dims.displayed, camera(self.viewer).center[-2:]):
             point[axis] = value
         r, c = view.plane_point(point)
         return float(np.clip(r, 0, h - 1)), float(np.clip(c, 0, w - 1))
