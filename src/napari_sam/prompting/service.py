@@ -174,7 +174,7 @@ class PromptService:
             # Objects are seen at the zoom that suits their size, however tight the box: on
             # 40 real nuclei, 0 and 3 px margins, mean box IoU at 2x 0.787 in the smallest
             # window that holds the box, 0.835 at the diameter's level (3x 0.825, 0.845).
-            win = self.window_for(extent, shape, self.level_for(diameter, shape))
+            win = self.prompt_window(extent, shape, diameter)
         cand = self._segment_in(plane, win, pts, bx, multimask, signature, limits, mask_input, threshold)
         # A box bounds its object; points alone may sit on one larger than the window.
         for _ in range(self.settings.escalate if bx is None else 0):
@@ -218,6 +218,11 @@ class PromptService:
         """The window that answers a prompt of ``extent`` (a continuous box, see
         :func:`prompt_extent`; a box prompt's window is the one of level 0 or above)."""
         return plan_window(extent, shape, self.tile, self.settings.context, min_level)[0]
+
+    def prompt_window(self, extent: np.ndarray, shape: tuple[int, int], diameter: float | None) -> Window:
+        """The window a prompt of ``extent`` is answered in on a plane whose objects are
+        ``diameter`` pixels across: the smallest that holds it at the level for that size."""
+        return self.window_for(extent, shape, self.level_for(diameter, shape))
 
     def window_box(self, box: np.ndarray, embedding: Embedding, origin: tuple[int, int]) -> np.ndarray:
         """A box (inclusive plane pixels) in the coordinates of the window at ``origin``

@@ -246,12 +246,12 @@ def _box_work(service: PromptService, plane: np.ndarray, rgb8: np.ndarray, param
     boxes, diameter = box_proposals(gray, params.min_diameter, params.max_diameter)
     shape = plane.shape[:2]
     limits = service.plane_limits(plane, signature)
-    level = service.level_for(service.plane_diameter(plane, signature), shape)
+    objects = service.plane_diameter(plane, signature)
     # Each box is decoded in the window the prompt service answers it in: a user's box
     # there, or the refinement below, costs no encoder call.
     groups: dict[Window, list[np.ndarray]] = {}
     for box in boxes:
-        groups.setdefault(service.window_for(prompt_extent(None, box), shape, level), []).append(box)
+        groups.setdefault(service.prompt_window(prompt_extent(None, box), shape, objects), []).append(box)
     # Last rows first: the refinement goes through the objects from the top, and finds the
     # windows embedded last still cached when a large plane's windows overflow the cache.
     order = sorted(groups, key=lambda win: (win.r0, win.c0), reverse=True)
