@@ -21,8 +21,17 @@ from ..masks import bbox
 
 Box = tuple[float, float, float, float]
 
+# The plane is smoothed until its pixel noise is about a tenth of the local contrast
+# (sigma from 1 to 3 px): at 15 photons per nucleus pixel a fixed sigma of 1 px left the
+# threshold's region ragged and split nuclei in parts. On all 112 inner nuclei per
+# variant, mean click IoU 0.702 -> 0.735 at low photon counts, +0.003 native, RGB and
+# inverted, 2x and 3x unchanged.
+NOISE_FACTOR = 10.0
 SPLIT_SIGMA = 1.0
-SPLIT_H = 0.05
+# The watershed's marker depth: 0.05 split single noisy or elongated nuclei. At 0.12 the
+# same clicks score 0.747 at low photon counts (+0.012), 3x +0.009, the rest +0.001-0.003;
+# 0.12-0.18 is a plateau.
+SPLIT_H = 0.12
 CLUMP_SPAN = 1.6  # a region wider than this many object diameters holds several objects
 
 
@@ -93,7 +102,8 @@ def on_object(img: np.ndarray, at: tuple[int, int], half: int, k_sigma: float = 
     finite = np.isfinite(context)
     if finite.sum() < 16:
         return False
-    smooth = ndi.gaussian_filter(np.where(finite, context, np.nanmin(context[finite])), 1.0)
+    filled = np.where(finite, context, np.nanmin(context[finite]))
+    smooth = ndi.gaussian_filter(filled, _region_sigma(filled))
     if np.ptp(smooth) <= 0:
         return False  # a flat plane
     r, c = at[0] - r0, at[1] - c0
@@ -111,7 +121,8 @@ def _region_at(window: np.ndarray, at: tuple[int, int], diameter: float | None =
     finite = np.isfinite(window)
     if finite.sum() < 16:
         return None
-    smooth = ndi.gaussian_filter(np.where(finite, window, np.nanmin(window[finite])), 1.0)
+    filled = np.where(finite, window, np.nanmin(window[finite]))
+    smooth = ndi.gaussian_filter(filled, _region_sigma(filled))
     if np.ptp(smooth) <= 0:
         return None
     # Half way between the local background and the click's own level: adapts to each
@@ -133,6 +144,20 @@ def _region_at(window: np.ndarray, at: tuple[int, int], diameter: float | None =
     if diameter is not None and _span(region) > CLUMP_SPAN * diameter:
         region = _split_by_size(region, at, smooth, bright, diameter)
     return region
+
+
+def _region_sigma(window: np.ndarray) -> float:
+    """The Gaussian sigma that brings the pixel noise of ``window`` (robust sigma of
+    neighbour differences) to about a tenth of its contrast (5th to 95th percentile)."""
+    w = np.asarray(window, dtype=np.float32)
+    d = (w[1:, :] - w[:-1, :]).ravel()
+    if d.size < 16:
+        return 1.0
+    noise = 1.4826 / np.sqrt(2) * np.median(np.abs(d - np.median(d)))
+    lo, hi = np.percentile(ndi.gaussian_filter(w, 1.0), (5, 95))
+    if hi <= lo:
+        return 1.0
+    return float(np.clip(NOISE_FACTOR * noise / (hi - lo), 1.0, 3.0))
 
 
 def _split_clump(region: np.ndarray, at: tuple[int, int], smooth: np.ndarray, bright: bool) -> np.ndarray:
