@@ -40,7 +40,7 @@ def test_boxes_method_segments_real_nuclei(lite_predictor, nuclei2d, nuclei_prop
     labels = select(nuclei_proposals, lite_predictor)
     assert nuclei_proposals.method == "boxes"  # the default for box-trained LiteMedSAM
     score = f1(nuclei2d[1], labels)
-    assert score >= 0.83, score  # 0.854; 0.818 with the stability threshold at SAM's 0.8
+    assert score >= 0.9, score  # 0.929; 0.854 before the seeded boxes and the seed penalty
     assert labels.dtype == np.int32 and labels.shape == nuclei2d[0].shape
     # numbered in raster order: each id's first pixel comes after the one before
     ids, first = np.unique(labels, return_index=True)
@@ -58,17 +58,17 @@ def test_refining_the_chosen_objects_costs_no_encoder_call_and_sharpens_them(
     refined = refine_labels(lite_predictor, image, chosen, cache=window_cache, signature=NUCLEI).labels
     assert service.encoder_calls == calls
     before, after = mean_segmentation_accuracy(truth, chosen), mean_segmentation_accuracy(truth, refined)
-    # measured: mSA 0.444 -> 0.485, F1 0.854 -> 0.844
-    assert after >= before + 0.02 and after >= 0.47, (before, after)
-    assert f1(truth, refined) >= 0.82
+    # measured: mSA 0.532 -> 0.564, F1 0.929 -> 0.913 (issue 20's bar: 0.55 and 0.85)
+    assert after >= before + 0.02 and after >= 0.55, (before, after)
+    assert f1(truth, refined) >= 0.88
 
 
-@pytest.mark.parametrize("variant, least, least_msa", [("inverted", 0.75, 0.35), ("rgb", 0.8, 0.42)])
+@pytest.mark.parametrize("variant, least, least_msa", [("inverted", 0.8, 0.45), ("rgb", 0.88, 0.45)])
 def test_boxes_method_finds_dark_nuclei_on_bright(lite_predictor, nuclei2d, variant, least, least_msa):
     """Dark on bright (inverted contrast, a stain rendered in RGB): the detectors look for
     the minority side of the plane, as bright blobs. Both scored F1 0 when they looked for
-    bright blobs only; on this quarter of the image they measure F1 0.80 and 0.88, mSA
-    0.39 and 0.48."""
+    bright blobs only; on this quarter of the image they measure F1 0.84 and 0.93, mSA
+    0.48 and 0.48."""
     from napari_sam.variants import standard_variants
 
     (_, image, truth), = standard_variants(nuclei2d[0][:256, :256], nuclei2d[1][:256, :256], [variant])
@@ -101,6 +101,39 @@ def test_the_diameter_range_follows_the_magnification_unless_set(nuclei2d, nucle
                                                                                               max_diameter=60)
     stack = AutoParams(max_diameter=50).sized_for(nuclei3d[0])  # a stack: measured on its planes
     assert stack.max_diameter == 50 and 2 <= stack.min_diameter <= 8
+
+
+def test_seeded_boxes_give_touching_nuclei_their_own_boxes(nuclei2d):
+    """The seeded watershed adds a box per touching nucleus where the blob and distance
+    detectors give one for the pair: of 125 nuclei, 79 % have a box of IoU >= 0.5 without
+    it, 86 % with it."""
+    from skimage.measure import regionprops
+
+    from napari_sam.prompting.object_size import estimate_diameter
+    from napari_sam.segmentation.proposals import box_iou, box_proposals
+
+    image, truth = nuclei2d
+    gray = (image - image.min()) / np.ptp(image)
+    params = AutoParams().sized_for(image)
+    true_boxes = np.array([[r.bbox[0], r.bbox[1], r.bbox[2] - 1, r.bbox[3] - 1] for r in regionprops(truth)], np.float32)
+    found = []
+    for diameter in (None, estimate_diameter(image)):
+        boxes, _, seeds = box_proposals(gray, params.min_diameter, params.max_diameter, diameter)
+        found.append(np.mean(box_iou(true_boxes, boxes).max(1) >= 0.5))
+    assert len(seeds) == pytest.approx(len(true_boxes), rel=0.1)  # about one seed per nucleus
+    assert found[1] >= 0.84 and found[1] >= found[0] + 0.04, found
+
+
+def test_masks_holding_several_seeds_yield_to_single_objects(lite_predictor, nuclei2d, nuclei_proposals):
+    """Touching nuclei decoded as one mask rank below the masks of each nucleus: mSA 0.485
+    without the seeds, 0.532 with them (before refinement)."""
+    from dataclasses import replace
+
+    truth = nuclei2d[1]
+    blind = replace(nuclei_proposals, meta={**nuclei_proposals.meta, "seeds": None})
+    with_seeds = mean_segmentation_accuracy(truth, select(nuclei_proposals, lite_predictor))
+    without = mean_segmentation_accuracy(truth, select(blind, lite_predictor))
+    assert with_seeds >= without + 0.03, (with_seeds, without)
 
 
 def test_rethresholding_needs_no_encoder(lite_predictor, nuclei_proposals, monkeypatch):

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
+from scipy import ndimage as ndi
 
 from ..errors import Cancelled
 from .auto_params import AutoParams
@@ -243,10 +244,10 @@ def _box_work(service: PromptService, plane: np.ndarray, rgb8: np.ndarray, param
     gray = rgb8.mean(axis=-1) / 255.0
     if not objects_are_bright(gray):
         gray = 1.0 - gray  # the detectors look for bright blobs: dark nuclei, stains
-    boxes, diameter = box_proposals(gray, params.min_diameter, params.max_diameter)
     shape = plane.shape[:2]
     limits = service.plane_limits(plane, signature)
     objects = service.plane_diameter(plane, signature)
+    boxes, diameter, seeds = box_proposals(gray, params.min_diameter, params.max_diameter, objects)
     # Each box is decoded in the window the prompt service answers it in: a user's box
     # there, or the refinement below, costs no encoder call.
     groups: dict[Window, list[np.ndarray]] = {}
@@ -267,7 +268,7 @@ def _box_work(service: PromptService, plane: np.ndarray, rgb8: np.ndarray, param
         local = np.stack([service.window_box(b, tile.embedding, tile.origin) for b in plane_boxes])
         return decode_boxes(pred, tile.embedding, local, multimask)
 
-    return _Work(jobs, embed, decode, {"boxes": boxes, "diameter": diameter})
+    return _Work(jobs, embed, decode, {"boxes": boxes, "diameter": diameter, "seeds": seeds})
 
 
 def decode_boxes(predictor: Predictor, embedding: Embedding, boxes: np.ndarray, multimask: bool,
@@ -343,6 +344,13 @@ def _grid_work(predictor: Predictor, rgb8: np.ndarray, params: AutoParams) -> _W
 
 # --------------------------------------------------------------------------- selection
 
+# A mask holding several object seeds (touching objects taken as one) ranks this much
+# lower per extra seed, so that masks of the single objects, where proposed, come first.
+# Mean over the bundled nuclei and their variants with the seeded boxes: at 0 (native, 2x,
+# RGB, inverted) mSA 0.534, 0.527, 0.428, 0.497; at 0.1 0.564, 0.540, 0.484, 0.513; at 0.2
+# 0.528, -, 0.473, 0.505. Low photon counts lose 0.008 at 0.1.
+SEED_PENALTY = 0.1
+
 
 def select(proposals: Proposals, predictor: Predictor, params: AutoParams = AutoParams()) -> np.ndarray:
     """Filter, de-duplicate and paint proposals into an int32 label image, numbered in
@@ -357,18 +365,26 @@ def select(proposals: Proposals, predictor: Predictor, params: AutoParams = Auto
     logits = proposals.logits.float() - cut
     stability = stability_scores(logits, params.stability_score_offset)
     ok = (proposals.scores >= params.pred_iou_thresh) & (stability >= params.stability_score_thresh)
-    order = np.argsort(-(proposals.scores + stability)[ok], kind="stable")
-    candidates = np.flatnonzero(ok)[order]
+    seeds = np.zeros((h, w), dtype=bool)
+    found = proposals.meta.get("seeds")
+    if found is not None and len(found):
+        seeds[tuple(np.asarray(found).T)] = True
 
-    kept_masks: list[tuple[np.ndarray, tuple[int, int, int, int]]] = []
+    candidates = []
     max_area = params.max_area_fraction * h * w
-    for i in candidates:
+    for i in np.flatnonzero(ok):
         tile = proposals.tiles[proposals.tile_index[i]]
         local = predictor.upscale(logits[i][None, None], tile.embedding)[0] > 0
         mask, bbox = _place(local.cpu().numpy(), tile.origin)
         area = int(mask.sum())
         if area < params.min_area or area > max_area:
             continue
+        rank = float(proposals.scores[i] + stability[i]) - SEED_PENALTY * max(_seeds_inside(seeds, mask, bbox) - 1, 0)
+        candidates.append((rank, mask, bbox))
+    candidates.sort(key=lambda c: -c[0])  # stable: ties keep the proposals' order
+
+    kept_masks: list[tuple[np.ndarray, tuple[int, int, int, int]]] = []
+    for _, mask, bbox in candidates:
         if any(_mask_iou(mask, bbox, m, b) > params.nms_thresh for m, b in kept_masks):
             continue
         kept_masks.append((mask, bbox))
@@ -382,6 +398,15 @@ def select(proposals: Proposals, predictor: Predictor, params: AutoParams = Auto
         view[free] = next_id
         next_id += 1
     return raster_numbered(labels)
+
+
+def _seeds_inside(seeds: np.ndarray, mask: np.ndarray, bbox: tuple[int, int, int, int]) -> int:
+    """How many object seeds lie inside ``mask`` (at ``bbox``), 2 px clear of its edge."""
+    r0, c0, r1, c1 = bbox
+    inside = seeds[r0:r1, c0:c1]
+    if not inside.any():
+        return 0
+    return int(inside[ndi.binary_erosion(mask, iterations=2)].sum())
 
 
 def raster_numbered(labels: np.ndarray) -> np.ndarray:

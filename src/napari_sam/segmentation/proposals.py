@@ -1,8 +1,11 @@
 """Classical box proposals for automatic segmentation with box-prompted models.
 
-Two complementary detectors on a [0, 1] intensity image: Laplacian-of-Gaussian blobs
-(finds dim and touching round objects) and an Otsu + distance-transform watershed
-(follows elongated and large ones). Their boxes are merged; SAM turns each into a mask.
+Three complementary detectors on a [0, 1] intensity image: Laplacian-of-Gaussian blobs
+(finds dim and touching round objects), an Otsu + distance-transform watershed (follows
+elongated and large ones), and a watershed seeded by blobs of a fraction of the objects'
+size (one box per touching object, where the others give one box for a pair). Their boxes
+are merged; SAM turns each into a mask. The seeds also let the selection prefer a mask
+holding one object over one holding several.
 """
 
 from __future__ import annotations
@@ -55,17 +58,58 @@ def watershed_boxes(gray: np.ndarray, min_diameter: float, margin: float = 2.0) 
     return b + np.array([-margin, -margin, margin - 1, margin - 1], np.float32)
 
 
-def box_proposals(gray: np.ndarray, min_diameter: float, max_diameter: float) -> tuple[np.ndarray, float]:
-    """Merged, clipped proposal boxes and the median object diameter they suggest."""
+def object_seeds(gray: np.ndarray, diameter: float) -> np.ndarray:
+    """(N, 2) seed pixels (row, col), about one per object of ``diameter`` pixels, even
+    where objects touch: maxima of the scale-normalised LoG at the scale of a disc of two
+    thirds that diameter, at least a third of it apart, on the Otsu foreground (smoothed by
+    a twelfth of the diameter)."""
+    if gray.max() <= gray.min():
+        return np.zeros((0, 2), np.int64)
+    smooth = filters.gaussian(gray, max(1.0, diameter / 12))
+    foreground = smooth > filters.threshold_otsu(smooth)
+    relief = _seed_relief(gray, diameter)
+    return feature.peak_local_max(relief, min_distance=max(2, int(diameter / 3)), labels=measure.label(foreground),
+                                  threshold_abs=0)
+
+
+def _seed_relief(gray: np.ndarray, diameter: float) -> np.ndarray:
+    sigma = diameter / (3 * np.sqrt(2))  # a disc of 2/3 the diameter responds most here
+    return -sigma ** 2 * ndi.gaussian_laplace(gray, sigma)
+
+
+def seeded_boxes(gray: np.ndarray, diameter: float, seeds: np.ndarray, margin: float = 2.0) -> np.ndarray:
+    """Boxes of the Otsu foreground cut into one basin per seed (a watershed of the seeds'
+    LoG relief), each grown by ``margin`` pixels; basins under a third of the diameter
+    squared are dropped."""
+    if not len(seeds):
+        return np.zeros((0, 4), np.float32)
+    smooth = filters.gaussian(gray, max(1.0, diameter / 12))
+    foreground = smooth > filters.threshold_otsu(smooth)
+    markers = np.zeros(gray.shape, np.int32)
+    markers[tuple(seeds.T)] = np.arange(1, len(seeds) + 1)
+    regions = segmentation.watershed(-_seed_relief(gray, diameter), markers, mask=foreground)
+    boxes = [r.bbox for r in measure.regionprops(regions) if r.area >= (diameter / 3) ** 2]
+    if not boxes:
+        return np.zeros((0, 4), np.float32)
+    return np.asarray(boxes, np.float32) + np.array([-margin, -margin, margin - 1, margin - 1], np.float32)
+
+
+def box_proposals(gray: np.ndarray, min_diameter: float, max_diameter: float,
+                  diameter: float | None = None) -> tuple[np.ndarray, float, np.ndarray]:
+    """Merged, clipped proposal boxes, the median object diameter they suggest, and the
+    object seeds (:func:`object_seeds`, for the objects' typical ``diameter``; none when
+    it is not given)."""
     h, w = gray.shape
-    boxes = np.concatenate([blob_boxes(gray, min_diameter, max_diameter),
-                            watershed_boxes(gray, min_diameter)])
-    boxes = np.clip(boxes, 0, [h - 1, w - 1, h - 1, w - 1]).astype(np.float32)
+    seeds = object_seeds(gray, diameter) if diameter else np.zeros((0, 2), np.int64)
+    parts = [blob_boxes(gray, min_diameter, max_diameter), watershed_boxes(gray, min_diameter)]
+    if diameter:
+        parts.append(seeded_boxes(gray, diameter, seeds))
+    boxes = np.clip(np.concatenate(parts), 0, [h - 1, w - 1, h - 1, w - 1]).astype(np.float32)
     sizes = np.sqrt((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]))
     boxes = boxes[(sizes >= min_diameter / 2) & (sizes <= 2 * max_diameter)]
     boxes = _dedupe(boxes, 0.8)
-    diameter = float(np.median(np.sqrt((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])))) if len(boxes) else max_diameter
-    return boxes, diameter
+    median = float(np.median(np.sqrt((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])))) if len(boxes) else max_diameter
+    return boxes, median, seeds
 
 
 def _dedupe(boxes: np.ndarray, thresh: float) -> np.ndarray:
