@@ -20,13 +20,15 @@ def bbox(mask: np.ndarray) -> tuple[int, int, int, int] | None:
     return int(rows[0]), int(cols[0]), int(rows[-1]), int(cols[-1])
 
 
-def box_around(mask: np.ndarray, pixels: float = 0.0, share: float = 0.0) -> np.ndarray:
+def box_around(mask: np.ndarray, pixels: float = 0.0, share: float = 0.0, origin: tuple[int, int] = (0, 0),
+               shape: tuple[int, int] | None = None) -> np.ndarray:
     """A box prompt (r0, c0, r1, c1) around a non-empty mask, grown on every side by the
-    larger of ``pixels`` and ``share`` of the mask's longer side, cut to the plane."""
+    larger of ``pixels`` and ``share`` of the mask's longer side, cut to the plane. A mask
+    cropped from a plane gives its crop's ``origin`` and the plane's ``shape``."""
     r0, c0, r1, c1 = bbox(mask)
     pad = max(pixels, share * max(r1 - r0 + 1, c1 - c0 + 1))
-    h, w = mask.shape
-    box = np.array([r0 - pad, c0 - pad, r1 + pad, c1 + pad], dtype=np.float32)
+    h, w = mask.shape if shape is None else shape
+    box = np.array([r0 - pad, c0 - pad, r1 + pad, c1 + pad], dtype=np.float32) + np.tile(np.float32(origin), 2)
     return np.clip(box, 0, [h - 1, w - 1, h - 1, w - 1])
 
 

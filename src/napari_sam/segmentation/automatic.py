@@ -87,7 +87,8 @@ def segment_everything(
     service's keys: prompts on the plane afterwards need no encoder call.
     """
     plane = as_plane(image)
-    signature = plane_digest(plane) if signature is None else signature
+    if signature is None and params.resolve(predictor).method == "boxes":
+        signature = plane_digest(plane)  # the windows' cache key; the grid method has none
 
     def report(done: int, total: int) -> None:
         if progress is not None:

@@ -18,7 +18,7 @@ from scipy import ndimage as ndi
 
 from ..errors import Cancelled
 from ..imaging import as_plane
-from ..masks import bbox, connected_part, edge_map, on_strongest_edges, stability_scores
+from ..masks import box_around, connected_part, edge_map, on_strongest_edges, stability_scores
 from ..predictor import Predictor
 from ..prompting.service import LOOSE_BOX_THRESHOLD, Cache, plane_digest
 
@@ -171,11 +171,7 @@ def _object_ious(given: np.ndarray, out: np.ndarray, ids: np.ndarray) -> np.ndar
 
 def _grown_box(obj: np.ndarray, sl: tuple[slice, slice], shape: tuple[int, int]) -> np.ndarray:
     """The box prompt of the object ``obj`` at plane slices ``sl``, grown (see :data:`PAD_SHARE`)."""
-    r0, c0, r1, c1 = bbox(obj)
-    pad = max(MIN_PAD, PAD_SHARE * max(r1 - r0 + 1, c1 - c0 + 1))
-    box = np.array([r0 - pad, c0 - pad, r1 + pad, c1 + pad], dtype=np.float32)
-    box += np.array([sl[0].start, sl[1].start] * 2, dtype=np.float32)
-    return np.clip(box, 0, [shape[0] - 1, shape[1] - 1] * 2)
+    return box_around(obj, MIN_PAD, PAD_SHARE, origin=(sl[0].start, sl[1].start), shape=shape)
 
 
 def _placed(obj: np.ndarray, sl: tuple[slice, slice], win: tuple[slice, slice]) -> np.ndarray:
