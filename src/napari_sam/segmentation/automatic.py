@@ -347,9 +347,9 @@ def _grid_work(predictor: Predictor, rgb8: np.ndarray, params: AutoParams) -> _W
 
 # A mask holding several object seeds (touching objects taken as one) ranks this much
 # lower per extra seed, so that masks of the single objects, where proposed, come first.
-# Mean over the bundled nuclei and their variants with the seeded boxes: at 0 (native, 2x,
-# RGB, inverted) mSA 0.534, 0.527, 0.428, 0.497; at 0.1 0.564, 0.540, 0.484, 0.513; at 0.2
-# 0.528, -, 0.473, 0.505. Low photon counts lose 0.008 at 0.1.
+# mSA of segment_everything on the bundled nuclei and their variants (native, 2x, RGB,
+# inverted), with the seeded boxes: at 0 0.534, 0.527, 0.428, 0.497; at 0.1 0.564, 0.540,
+# 0.484, 0.513; at 0.2 0.528, -, 0.473, 0.505. Low photon counts lose 0.008 at 0.1.
 SEED_PENALTY = 0.1
 
 
