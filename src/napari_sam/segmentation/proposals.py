@@ -58,52 +58,47 @@ def watershed_boxes(gray: np.ndarray, min_diameter: float, margin: float = 2.0) 
     return b + np.array([-margin, -margin, margin - 1, margin - 1], np.float32)
 
 
-def object_seeds(gray: np.ndarray, diameter: float) -> np.ndarray:
-    """(N, 2) seed pixels (row, col), about one per object of ``diameter`` pixels, even
-    where objects touch: maxima of the scale-normalised LoG at the scale of a disc of two
-    thirds that diameter, at least a third of it apart, on the Otsu foreground (smoothed by
-    a twelfth of the diameter)."""
+def seeded_boxes(gray: np.ndarray, diameter: float, margin: float = 2.0) -> tuple[np.ndarray, np.ndarray]:
+    """Boxes of the objects of about ``diameter`` pixels, one per object even where objects
+    touch, and their (N, 2) seed pixels (row, col).
+
+    The seeds are maxima of the scale-normalised LoG at the scale of a disc of two thirds
+    the diameter, at least a third of it apart, on the Otsu foreground (smoothed by a
+    twelfth of the diameter). A watershed of that relief cuts the foreground into one basin
+    per seed; each basin's box is grown by ``margin`` pixels, and basins under a third of
+    the diameter squared are dropped.
+    """
+    no_boxes, no_seeds = np.zeros((0, 4), np.float32), np.zeros((0, 2), np.int64)
     if gray.max() <= gray.min():
-        return np.zeros((0, 2), np.int64)
+        return no_boxes, no_seeds
     smooth = filters.gaussian(gray, max(1.0, diameter / 12))
     foreground = smooth > filters.threshold_otsu(smooth)
-    relief = _seed_relief(gray, diameter)
-    return feature.peak_local_max(relief, min_distance=max(2, int(diameter / 3)), labels=measure.label(foreground),
-                                  threshold_abs=0)
-
-
-def _seed_relief(gray: np.ndarray, diameter: float) -> np.ndarray:
     sigma = diameter / (3 * np.sqrt(2))  # a disc of 2/3 the diameter responds most here
-    return -sigma ** 2 * ndi.gaussian_laplace(gray, sigma)
-
-
-def seeded_boxes(gray: np.ndarray, diameter: float, seeds: np.ndarray, margin: float = 2.0) -> np.ndarray:
-    """Boxes of the Otsu foreground cut into one basin per seed (a watershed of the seeds'
-    LoG relief), each grown by ``margin`` pixels; basins under a third of the diameter
-    squared are dropped."""
+    relief = -sigma ** 2 * ndi.gaussian_laplace(gray, sigma)
+    seeds = feature.peak_local_max(relief, min_distance=max(2, int(diameter / 3)), labels=measure.label(foreground),
+                                   threshold_abs=0)
     if not len(seeds):
-        return np.zeros((0, 4), np.float32)
-    smooth = filters.gaussian(gray, max(1.0, diameter / 12))
-    foreground = smooth > filters.threshold_otsu(smooth)
+        return no_boxes, no_seeds
     markers = np.zeros(gray.shape, np.int32)
     markers[tuple(seeds.T)] = np.arange(1, len(seeds) + 1)
-    regions = segmentation.watershed(-_seed_relief(gray, diameter), markers, mask=foreground)
+    regions = segmentation.watershed(-relief, markers, mask=foreground)
     boxes = [r.bbox for r in measure.regionprops(regions) if r.area >= (diameter / 3) ** 2]
     if not boxes:
-        return np.zeros((0, 4), np.float32)
-    return np.asarray(boxes, np.float32) + np.array([-margin, -margin, margin - 1, margin - 1], np.float32)
+        return no_boxes, seeds
+    return np.asarray(boxes, np.float32) + np.array([-margin, -margin, margin - 1, margin - 1], np.float32), seeds
 
 
 def box_proposals(gray: np.ndarray, min_diameter: float, max_diameter: float,
                   diameter: float | None = None) -> tuple[np.ndarray, float, np.ndarray]:
     """Merged, clipped proposal boxes, the median object diameter they suggest, and the
-    object seeds (:func:`object_seeds`, for the objects' typical ``diameter``; none when
+    object seeds (:func:`seeded_boxes`, for the objects' typical ``diameter``; none when
     it is not given)."""
     h, w = gray.shape
-    seeds = object_seeds(gray, diameter) if diameter else np.zeros((0, 2), np.int64)
+    seeds = np.zeros((0, 2), np.int64)
     parts = [blob_boxes(gray, min_diameter, max_diameter), watershed_boxes(gray, min_diameter)]
     if diameter:
-        parts.append(seeded_boxes(gray, diameter, seeds))
+        boxes, seeds = seeded_boxes(gray, diameter)
+        parts.append(boxes)
     boxes = np.clip(np.concatenate(parts), 0, [h - 1, w - 1, h - 1, w - 1]).astype(np.float32)
     sizes = np.sqrt((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]))
     boxes = boxes[(sizes >= min_diameter / 2) & (sizes <= 2 * max_diameter)]
