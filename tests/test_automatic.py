@@ -87,6 +87,26 @@ def test_boxes_method_finds_dark_nuclei_on_bright(lite_predictor, nuclei2d, vari
     assert service.encoder_calls == calls and cand.masks[cand.best].any()
 
 
+def test_photon_limited_planes_are_segmented_denoised(lite_predictor, nuclei2d, monkeypatch):
+    """At 15 photons per nucleus pixel the model's outlines fray: the prompt service shows
+    it such planes denoised, and the detectors see them so too. On the whole field, F1 /
+    mSA 0.785 / 0.348 as it is, 0.867 / 0.471 denoised; on this quarter of it, 0.746 /
+    0.298 and 0.841 / 0.431."""
+    from napari_sam.prompting import noise
+    from napari_sam.variants import standard_variants
+
+    (_, image, truth), = standard_variants(nuclei2d[0][:256, :256], nuclei2d[1][:256, :256], ["low_photon"])
+    scores = {}
+    for denoise in (True, False):
+        monkeypatch.setattr(noise, "LIMITED_CONTRAST", 4.5 if denoise else 0.0)
+        cache = EmbeddingCache()
+        labels = segment_everything(lite_predictor, image, cache=cache, signature=("low photon", denoise))
+        assert lite_predictor.prompts(cache).denoises(("low photon", denoise)) == denoise
+        scores[denoise] = f1(truth, labels), mean_segmentation_accuracy(truth, labels)
+    assert scores[True][1] >= 0.40 and scores[True][1] >= scores[False][1] + 0.1, scores
+    assert scores[True][0] >= 0.8, scores
+
+
 def test_the_diameter_range_follows_the_magnification_unless_set(nuclei2d, nuclei3d):
     from skimage.measure import regionprops
 

@@ -319,22 +319,26 @@ def test_a_newer_request_drops_the_tiles_of_the_old_one(lite_predictor, nuclei2d
     assert [item.source for item in rest] == [b]
 
 
-def test_a_small_plane_is_embedded_once_for_the_plane_and_its_prompts(lite_predictor, nuclei3d):
+def test_a_small_plane_is_embedded_once_for_the_plane_and_its_prompts(lite_predictor, nuclei2d, nuclei3d):
     """A plane smaller than the smallest tile is its own only window: a prompt on it reuses
-    the plane's embedding (no second encoder pass), with the masks that pass would give."""
+    the plane's embedding (no second encoder pass), with the masks that pass would give.
+    A photon-limited one is shown to the model denoised in its window: one pass more."""
     from napari_sam.embeddings.engine import Engine, PlaneSource
     from napari_sam.metrics import iou
 
-    volume, labels = nuclei3d
-    engine = Engine(lite_predictor)
-    source = PlaneSource(volume)
-    engine.request(source, (15,), tiles_near=(30.0, 30.0))
-    engine.run_all()
-    assert engine.tiles_embedded(source, (15,)) == (1, 1) and engine.prompts.encoder_calls == 0
-    k = np.bincount(labels[15].ravel())[1:].argmax() + 1
-    rows, cols = np.nonzero(labels[15] == k)
-    box = [rows.min(), cols.min(), rows.max(), cols.max()]
-    shared = engine.segment(source, (15,), box=box)
-    assert engine.prompts.encoder_calls == 0
-    computed = Engine(lite_predictor).segment(source, (15,), box=box)
-    assert np.array_equal(shared.masks, computed.masks) and iou(shared.masks[0], labels[15] == k) > 0.6
+    image, labels = nuclei2d[0][None, :120, :120], nuclei2d[1][None, :120, :120]
+    # the volume's plane 15: 3.7 noise sigmas of contrast (the native crop 6.9)
+    for stack, truth, z, denoised in [(image, labels, 0, False), (*nuclei3d, 15, True)]:
+        engine = Engine(lite_predictor)
+        source = PlaneSource(stack)
+        engine.request(source, (z,), tiles_near=(30.0, 30.0))
+        engine.run_all()
+        assert engine.denoises(source, (z,)) == denoised
+        assert engine.tiles_embedded(source, (z,)) == (1, 1) and engine.prompts.encoder_calls == denoised
+        k = np.bincount(truth[z].ravel())[1:].argmax() + 1
+        rows, cols = np.nonzero(truth[z] == k)
+        box = [rows.min(), cols.min(), rows.max(), cols.max()]
+        shared = engine.segment(source, (z,), box=box)
+        assert engine.prompts.encoder_calls == denoised
+        computed = Engine(lite_predictor).segment(source, (z,), box=box)
+        assert np.array_equal(shared.masks, computed.masks) and iou(shared.masks[0], truth[z] == k) > 0.6

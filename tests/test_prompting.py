@@ -3,6 +3,8 @@ hot pixels, serve large planes from tiles, answer points, and reuse cached windo
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -53,6 +55,34 @@ def test_zoomed_boxes_beat_the_whole_plane(zoom, lite_predictor, nuclei2d, nucle
     assert zoomed > plain + 0.1, (zoomed, plain)
     # Grid-snapped windows: 125 nuclei share at most the 7 x 7 windows of side 128.
     assert windows <= 49, windows
+
+
+def test_photon_limited_planes_are_shown_to_the_model_denoised(lite_predictor, nuclei2d):
+    """The windows of a low-photon plane are embedded from its denoised pixels, stretched
+    between limits measured on them, and cached under their own keys; a native plane is
+    embedded as it is, and so is every plane when denoising is turned off."""
+    import torch
+
+    from napari_sam.imaging import intensity_limits
+    from napari_sam.prompting.noise import denoise, denoise_window, fit_noise
+    from napari_sam.variants import low_photon
+
+    image, labels = nuclei2d
+    noisy = low_photon(image, labels, photons=15)[0]
+    service = PromptService(lite_predictor, CountingCache())
+    win = Window(64, 128, 192, 256)
+    for plane, denoised in [(image, False), (noisy, True)]:
+        limits = service.plane_limits(plane, denoised)
+        assert service.denoises(denoised) == denoised
+        assert (service.window_key(win, denoised, limits)[-1] == "denoised") == denoised
+        emb = service.window_embedding(plane, win, denoised, limits)
+        crop = denoise_window(plane, win.bounds, fit_noise(plane)) if denoised else plane[64:192, 128:256]
+        expected = lite_predictor.embed(crop, limits=limits).features.half().float()
+        torch.testing.assert_close(emb.features, expected)
+    denoised_limits = intensity_limits(denoise(noisy, fit_noise(noisy)), lite_predictor.percentiles)
+    assert service.plane_limits(noisy, True) == denoised_limits != intensity_limits(noisy, lite_predictor.percentiles)
+    plain = PromptService(lite_predictor, CountingCache(), replace(service.settings, denoise=False))
+    assert not plain.denoises(True) and plain.plane_limits(noisy, True) == intensity_limits(noisy, lite_predictor.percentiles)
 
 
 def test_hot_pixels_do_not_spoil_the_zoom(zoom, nuclei2d):

@@ -281,12 +281,13 @@ def test_store_files_get_the_permissions_of_any_new_file(tmp_path, stack):
 def test_zoomed_tiles_go_to_the_store_and_the_engine_serves_them(tmp_path, lite_predictor, nuclei2d, capsys):
     """``napari-sam embed --tiles`` stores each plane's zoomed tiles; an engine with the
     store attached takes them from there (no encoder call) and answers prompts with exactly
-    the masks it would compute itself."""
+    the masks it would compute itself: for a photon-limited plane, its tiles denoised."""
     from napari_sam.embeddings.engine import Engine, PlaneSource
     from napari_sam.embeddings.store import EmbeddingStore, StackLayout
+    from napari_sam.variants import low_photon
 
     image, labels = nuclei2d
-    stack = np.stack([image[:192, :192], image[192:384, 192:384]])
+    stack = np.stack([image[:192, :192], low_photon(image, labels, photons=15)[0][192:384, 192:384]])
     tifffile.imwrite(tmp_path / "stack.tif", stack)
     args = ["embed", str(tmp_path / "stack.tif"), "-o", str(tmp_path / "s.zarr"), "--tiles", "--model", "lite_medsam",
             "--device", "cpu"]
@@ -300,6 +301,7 @@ def test_zoomed_tiles_go_to_the_store_and_the_engine_serves_them(tmp_path, lite_
     engine.request(source, (1,), tiles_near=(0.0, 0.0))
     engine.run_all()
     assert engine.tiles_embedded(source, (1,)) == (4, 4) and engine.store_hits == 5  # the plane and its 4 tiles
+    assert engine.denoises(source, (1,))
     assert engine.prompts.encoder_calls == 0
     box = [40, 40, 70, 75]
     fresh = Engine(lite_predictor)

@@ -96,4 +96,6 @@ def test_boxes_and_clicks_hold_on_every_variant(sam, qtbot, lite_predictor, nucl
         assert np.mean(box_ious) >= BOX_MIN.get(name, BOX_MIN_VARIANT), report[-1]
         assert np.mean(click_ious) >= CLICK_MIN, report[-1]
         assert neighbours <= 1 and offered == 0, report[-1]
+        # Only the few-photon field is shown to the model denoised, and the widget says so.
+        assert ("denoised" in widget.ui.object_size.suffix()) == (name == "low_photon"), name
     idle(qtbot, widget)

@@ -446,12 +446,16 @@ class SamWidget(QWidget):
 
     def _show_object_size(self) -> None:
         """The object size in use for the plane on screen, in its control (0: not measured yet)."""
-        size = None
+        size, denoised = None, False
         if self.engine is not None and self.view is not None and self.index is not None:
             size = self.engine.known_object_size(self.view.source, self.index)
+            denoised = self.engine.denoises(self.view.source, self.index)
         box = self.ui.object_size
         box.blockSignals(True)
         box.setValue(0 if size is None else int(round(size)))
+        # A photon-limited plane is shown to the model denoised: say so where the plane's
+        # other measure is shown.
+        box.setSuffix(" px · denoised (photon-limited)" if denoised else " px")
         box.blockSignals(False)
 
     def _on_object_size_typed(self, value: int) -> None:

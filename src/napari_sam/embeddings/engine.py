@@ -260,6 +260,11 @@ class Engine:
                                diameter=self.object_size(source, index), mask_input=mask_input,
                                mask_window=mask_window)
 
+    def denoises(self, source: PlaneSource, index: Index) -> bool:
+        """Whether plane ``index`` is known to be photon-limited, and so shown to the model
+        denoised in its tiles (never measures: safe on the GUI thread)."""
+        return self.prompts.denoises(self.key(source, index))
+
     def tiles(self, source: PlaneSource, index: Index) -> list[Window]:
         """The windows that answer prompts on objects of :meth:`object_size` on this plane."""
         return self.prompts.tiles(self._plane_shape(source), self.object_size(source, index))
@@ -282,7 +287,7 @@ class Engine:
         encoder pass (same crop, same intensity limits)."""
         h, w = plane.shape[:2]
         window_key = self.prompts.window_key(Window(0, 0, h, w), key, limits)
-        if window_key not in self.cache:
+        if window_key not in self.cache and not self.prompts.denoises(key):  # the plane is embedded as it is
             embedding = self.cache.get(key)
             if embedding is not None:
                 self.cache.put(window_key, embedding)
@@ -409,7 +414,7 @@ class Engine:
             self.prompts.window_embedding(plane, job.window, key, limits)
             return
         index = job.source.check(job.index)
-        digest = store.digest(plane)
+        digest = store.tile_digest(plane, self.prompts.denoises(key))
         stored = store.get_tile(index, job.window.bounds, digest, self._device())
         if stored is not None:
             self.store_hits += 1

@@ -10,7 +10,9 @@ Layout (zarr >= 3)::
       high_res_1  float16 (*stack, C/4, 2h, 2w)  high-resolution maps, a chunk per plane
       tile_features float16 (*stack, T, C, h, w)  optional: the plane's zoomed tiles
       tile_high_res_0, tile_high_res_1             (*stack, T, ...) their maps (SAM 2 only)
-      tile_digest   uint8   (*stack, T, 16)       per-tile signature (the plane's digest)
+      tile_digest   uint8   (*stack, T, 16)       per-tile signature (the plane's digest,
+                                                  hashed with the denoiser's name for a
+                                                  photon-limited plane)
 
 A SAM 2 store records the maps' shapes in its metadata (``high_res_shapes``) and that its
 planes are stretched to the model's square (``fit``); a SAM 1 store has neither key, so the
@@ -55,6 +57,9 @@ if TYPE_CHECKING:
 
 FORMAT = 1
 DIGEST_BYTES = 16
+# Tiles of photon-limited planes are embedded denoised (prompting.noise); a new denoiser
+# gets a new name here, so that tiles the old one made are embedded again.
+DENOISED_TILES = "denoised: nl-means on stabilised photon noise, v1"
 Index = tuple[int, ...]
 ARRAYS = ("features", "limits", "digest")
 TILE_ARRAYS = ("tile_features", "tile_digest")
@@ -186,6 +191,16 @@ class EmbeddingStore:
         h.update(repr((plane.shape, str(plane.dtype))).encode())
         h.update(np.ascontiguousarray(plane).view(np.uint8).data)
         return np.frombuffer(h.digest(), dtype=np.uint8)
+
+    def tile_digest(self, plane: np.ndarray, denoised: bool) -> np.ndarray:
+        """The digest a plane's tiles are stored under: the plane's own, or for a plane shown
+        to the model denoised, one of the plane and that treatment (so that tiles stored
+        before the plane was denoised, or by another denoiser, are not taken for its own)."""
+        digest = self.digest(plane)
+        if not denoised:
+            return digest
+        h = hashlib.blake2b(digest.tobytes() + DENOISED_TILES.encode(), digest_size=DIGEST_BYTES)
+        return np.frombuffer(h.digest(), dtype=np.uint8).copy()
 
     def is_done(self, index: Index, digest: np.ndarray) -> bool:
         try:
@@ -451,6 +466,7 @@ def iter_embed_stack(
     """
     from ..imaging import intensity_limits, plane_of
     from ..prompting.service import PromptService
+    from ..prompting.windows import Window
 
     layout = StackLayout.of(data, channel_axis, rgb, plane_axes)
     store = EmbeddingStore.open(path, predictor, layout, overwrite=overwrite, source=source)
@@ -471,11 +487,15 @@ def iter_embed_stack(
         limits = store.limits(index) if hit else intensity_limits(plane, predictor.percentiles)
         if not hit:
             store.put(index, digest, predictor.embed(plane, limits=limits), limits)
+        if windows:  # as the prompt service embeds them: photon-limited planes denoised
+            signature = ("store plane", index)
+            tile_limits = service.plane_limits(plane, signature)
+            tile_digest = store.tile_digest(plane, service.denoises(signature))
         for win in windows:
-            if store.get_tile(index, win.bounds, digest) is None:
+            if store.get_tile(index, win.bounds, tile_digest) is None:
                 hit = False
-                crop = plane[win.r0:win.r1, win.c0:win.c1]
-                store.put_tile(index, win.bounds, digest, predictor.embed(crop, limits=limits))
+                emb = service.embed_window(plane, Window(*win.bounds), signature, tile_limits)
+                store.put_tile(index, win.bounds, tile_digest, emb)
         yield PlaneDone(index, done, total, hit, time.perf_counter() - start)
 
 

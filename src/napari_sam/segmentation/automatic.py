@@ -29,6 +29,7 @@ from ..errors import Cancelled
 from .auto_params import AutoParams
 from ..imaging import as_plane, to_intensity
 from ..masks import bbox, stability_scores
+from ..prompting.noise import denoise
 from ..prompting.object_size import objects_are_bright
 from ..prompting.service import LOOSE_BOX_THRESHOLD, Cache, PromptService, plane_digest, prompt_extent
 from ..prompting.windows import Window
@@ -242,11 +243,14 @@ class _Work:
 
 def _box_work(service: PromptService, plane: np.ndarray, rgb8: np.ndarray, params: AutoParams,
               signature: Hashable) -> _Work:
+    shape = plane.shape[:2]
+    limits = service.plane_limits(plane, signature)
+    noise = service.plane_noise(plane, signature)
+    if noise is not None:  # photon-limited: the detectors see what the model sees
+        rgb8 = np.rint(to_intensity(denoise(plane, noise), limits=limits)).astype(np.uint8)
     gray = rgb8.mean(axis=-1) / 255.0
     if not objects_are_bright(gray):
         gray = 1.0 - gray  # the detectors look for bright blobs: dark nuclei, stains
-    shape = plane.shape[:2]
-    limits = service.plane_limits(plane, signature)
     objects = service.plane_diameter(plane, signature)
     boxes, diameter, seeds = box_proposals(gray, params.min_diameter, params.max_diameter, objects)
     # Each box is decoded in the window the prompt service answers it in: a user's box
