@@ -105,10 +105,12 @@ def fit_noise(plane: np.ndarray) -> NoiseModel | None:
     return NoiseModel(model.gain, model.floor, model.min_var, low, high, _contrast(x, model))
 
 
-def _contrast(x: np.ndarray, model: NoiseModel) -> float:
+def _contrast(x: np.ndarray, model: NoiseModel, max_side: int = 1024) -> float:
     """The objects' contrast to their background in noise sigmas: the distance between
-    the stabilised medians on the two sides of the smoothed plane's Otsu threshold."""
-    t = model.stabilize(x)
+    the stabilised medians on the two sides of the smoothed plane's Otsu threshold
+    (every k-th pixel of a large plane: the noise stays as it is)."""
+    k = max(1, int(np.ceil(max(x.shape) / max_side)))
+    t = model.stabilize(x[::k, ::k])
     fg = foreground(ndi.gaussian_filter(t, 1.0))
     if fg.all() or not fg.any():
         return float("inf")
