@@ -76,13 +76,13 @@ def fit_noise(plane: np.ndarray) -> NoiseModel | None:
     x = np.asarray(plane)
     if x.ndim != 2 or min(x.shape) < 8:
         return None
-    x = x.astype(np.float32)
-    if not np.isfinite(x).all():
+    if x.dtype.kind == "f" and not np.isfinite(x).all():
         return None
     low, high = float(x.min()), float(x.max())
     if high <= low:
         return None
-    rows = x[:: max(1, int(np.ceil(x.size / FIT_PIXELS)))]
+    # Sampled rows, as float: a large plane is never copied whole.
+    rows = x[:: max(1, int(np.ceil(x.size / FIT_PIXELS)))].astype(np.float32)
     mean = ((rows[:, 1:] + rows[:, :-1]) / 2).ravel()
     # Half the squared difference of two neighbours estimates the variance at their mean;
     # medians per bin ignore the few pairs that straddle an edge (0.4549: chi-square(1)'s).
