@@ -319,16 +319,38 @@ def test_a_newer_request_drops_the_tiles_of_the_old_one(lite_predictor, nuclei2d
     assert [item.source for item in rest] == [b]
 
 
-def test_a_small_plane_is_embedded_once_for_the_plane_and_its_prompts(lite_predictor, nuclei2d, nuclei3d):
+def test_a_stack_is_denoised_whole_or_not_at_all_as_its_first_plane_says(lite_predictor, nuclei2d):
+    """Planes near the threshold must not switch treatment from one to the next: the first
+    plane decides for the stack, in the engine, its automatic segmentation and its store."""
+    from napari_sam.embeddings.engine import Engine, PlaneSource
+    from napari_sam.prompting.noise import fit_noise
+    from napari_sam.variants import low_photon
+
+    image, labels = nuclei2d
+    clean, few = image[:192, :192], low_photon(image, labels, photons=15)[0][192:384, 192:384]
+    assert fit_noise(few).limited and not fit_noise(clean).limited
+    for stack, denoised in [(np.stack([few, clean]), True), (np.stack([clean, few]), False)]:
+        engine = Engine(lite_predictor)
+        source = PlaneSource(stack)
+        engine.segment(source, (1,), box=[40, 40, 70, 75])
+        assert engine.denoises(source, (1,)) == denoised and engine.source_denoises(source) == denoised
+        other = lite_predictor.prompts(EmbeddingCache())
+        engine.plane_limits(source, (0,), stack[0], other)  # the jobs' service: the same treatment
+        assert other.denoises(engine.key(source, (0,))) == denoised
+
+
+def test_a_small_plane_is_embedded_once_for_the_plane_and_its_prompts(lite_predictor, nuclei2d):
     """A plane smaller than the smallest tile is its own only window: a prompt on it reuses
     the plane's embedding (no second encoder pass), with the masks that pass would give.
     A photon-limited one is shown to the model denoised in its window: one pass more."""
     from napari_sam.embeddings.engine import Engine, PlaneSource
     from napari_sam.metrics import iou
 
+    from napari_sam.variants import low_photon
+
     image, labels = nuclei2d[0][None, :120, :120], nuclei2d[1][None, :120, :120]
-    # the volume's plane 15: 3.7 noise sigmas of contrast (the native crop 6.9)
-    for stack, truth, z, denoised in [(image, labels, 0, False), (*nuclei3d, 15, True)]:
+    few = low_photon(image[0], labels[0], photons=15)[0][None]  # 2.8 noise sigmas of contrast (the native crop 6.9)
+    for stack, truth, z, denoised in [(image, labels, 0, False), (few, labels, 0, True)]:
         engine = Engine(lite_predictor)
         source = PlaneSource(stack)
         engine.request(source, (z,), tiles_near=(30.0, 30.0))

@@ -281,13 +281,14 @@ def test_store_files_get_the_permissions_of_any_new_file(tmp_path, stack):
 def test_zoomed_tiles_go_to_the_store_and_the_engine_serves_them(tmp_path, lite_predictor, nuclei2d, capsys):
     """``napari-sam embed --tiles`` stores each plane's zoomed tiles; an engine with the
     store attached takes them from there (no encoder call) and answers prompts with exactly
-    the masks it would compute itself: for a photon-limited plane, its tiles denoised."""
+    the masks it would compute itself. The first plane is photon-limited: every plane's
+    tiles are then denoised, in the store as in the engine."""
     from napari_sam.embeddings.engine import Engine, PlaneSource
     from napari_sam.embeddings.store import EmbeddingStore, StackLayout
     from napari_sam.variants import low_photon
 
     image, labels = nuclei2d
-    stack = np.stack([image[:192, :192], low_photon(image, labels, photons=15)[0][192:384, 192:384]])
+    stack = np.stack([low_photon(image, labels, photons=15)[0][:192, :192], image[192:384, 192:384]])
     tifffile.imwrite(tmp_path / "stack.tif", stack)
     args = ["embed", str(tmp_path / "stack.tif"), "-o", str(tmp_path / "s.zarr"), "--tiles", "--model", "lite_medsam",
             "--device", "cpu"]

@@ -18,9 +18,9 @@ import numpy as np
 import torch
 
 from ..cache import EmbeddingCache, Key
-from ..imaging import plane_of
+from ..imaging import intensity_limits, plane_of
 from ..values import Candidates, Embedding
-from ..prompting.service import PromptService
+from ..prompting.service import PromptService, stack_denoises
 from ..prompting.windows import Window, nearest_first
 
 Index = tuple[int, ...]
@@ -174,6 +174,7 @@ class Engine:
         self._lock = threading.Lock()
         self._prompts: PromptService | None = None
         self._sizes: dict[Hashable, float] = {}  # object sizes set by the user or a store, per source
+        self._denoise: dict[Hashable, bool] = {}  # per source: are its planes shown to the model denoised
         self._plane: tuple[Key, np.ndarray] | None = None  # the last plane read
         self._generation = 0  # bumped by each request and cancel: stale tile plans are dropped
         self._cancelled = threading.Event()
@@ -212,6 +213,25 @@ class Engine:
         if self._prompts is None:
             self._prompts = PromptService(self.predictor, self.cache)
         return self._prompts
+
+    def plane_limits(self, source: PlaneSource, index: Index, plane: np.ndarray,
+                     service: PromptService | None = None) -> tuple[float, float]:
+        """The intensity limits of plane ``index`` (``plane``), measured once in ``service``
+        (default :attr:`prompts`), with the source's decision to denoise (:meth:`source_denoises`)."""
+        service = self.prompts if service is None else service
+        key = self.key(source, index)
+        known = service.known_limits(key)
+        return known if known is not None else service.plane_limits(plane, key, self.source_denoises(source))
+
+    def source_denoises(self, source: PlaneSource) -> bool:
+        """Whether the source's planes are shown to the model denoised: all or none, as its
+        first plane decides (:func:`stack_denoises`), so that a movie or stack does not
+        switch treatment from plane to plane."""
+        decided = self._denoise.get(source.signature)
+        if decided is None:
+            first = source.plane((0,) * len(source.stack_shape))
+            decided = self._denoise.setdefault(source.signature, stack_denoises(self.prompts, first))
+        return decided
 
     def read_plane(self, source: PlaneSource, index: Index) -> np.ndarray:
         """One plane, read once while it is the last one asked for (prompts on it re-use it)."""
@@ -254,7 +274,7 @@ class Engine:
         plane = self.read_plane(source, index)
         key = self.key(source, index)
         service = self.prompts
-        limits = service.plane_limits(plane, key)
+        limits = self.plane_limits(source, index, plane)
         self._share_plane_embedding(plane, key, limits)
         return service.segment(plane, points, labels, box, multimask, signature=key, limits=limits,
                                diameter=self.object_size(source, index), mask_input=mask_input,
@@ -327,7 +347,9 @@ class Engine:
         if stored is not None:
             self.store_hits += 1
             return stored
-        limits = self.prompts.plane_limits(plane, self.key(source, index))  # the tiles' limits too
+        self.plane_limits(source, index, plane)  # measured once for the plane's tiles
+        # The plane itself is embedded as it is (never denoised), as `napari-sam embed` stores it.
+        limits = intensity_limits(plane, self.predictor.percentiles)
         emb = self.predictor.embed(plane, limits=limits)
         try:
             store.put(index, digest, emb, limits)
@@ -408,7 +430,7 @@ class Engine:
         assert job.window is not None and job.key is not None
         plane = self.read_plane(job.source, job.index)
         key = self.key(job.source, job.index)
-        limits = self.prompts.plane_limits(plane, key)
+        limits = self.plane_limits(job.source, job.index, plane)
         store = self._stores.get(job.source.signature)
         if store is None or job.window.bounds not in store.tiles:
             self.prompts.window_embedding(plane, job.window, key, limits)
@@ -433,7 +455,7 @@ class Engine:
         generation = self._generation
         plane = self.read_plane(source, index)
         key = self.key(source, index)
-        limits = self.prompts.plane_limits(plane, key)
+        limits = self.plane_limits(source, index, plane)
         self._share_plane_embedding(plane, key, limits)
         tiles = nearest_first(self.tiles(source, index), job.tiles_near)
         jobs = [_Job(source, index, w, self.prompts.window_key(w, key, limits)) for w in tiles]

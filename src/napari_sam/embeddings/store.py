@@ -465,7 +465,7 @@ def iter_embed_stack(
     pixels (measured on the first plane when None): the windows the widget answers prompts from.
     """
     from ..imaging import intensity_limits, plane_of
-    from ..prompting.service import PromptService
+    from ..prompting.service import PromptService, stack_denoises
     from ..prompting.windows import Window
 
     layout = StackLayout.of(data, channel_axis, rgb, plane_axes)
@@ -473,9 +473,10 @@ def iter_embed_stack(
     service = PromptService(predictor)
     windows = []
     if tiles:
+        first = plane_of(data, next(iter(layout.indices())), layout.channel_axis, rgb, layout.plane_axes)
         if object_size is None:
-            first = plane_of(data, next(iter(layout.indices())), layout.channel_axis, rgb, layout.plane_axes)
             object_size = service.plane_diameter(first, "first plane")
+        denoise = stack_denoises(service, first)  # as the engine decides, for every plane
         windows = service.tiles(layout.plane_shape, object_size)
         store.use_tiles([w.bounds for w in windows], object_size)
     total = layout.n_planes
@@ -489,7 +490,7 @@ def iter_embed_stack(
             store.put(index, digest, predictor.embed(plane, limits=limits), limits)
         if windows:  # as the prompt service embeds them: photon-limited planes denoised
             signature = ("store plane", index)
-            tile_limits = service.plane_limits(plane, signature)
+            tile_limits = service.plane_limits(plane, signature, denoise)
             tile_digest = store.tile_digest(plane, service.denoises(signature))
         for win in windows:
             if store.get_tile(index, win.bounds, tile_digest) is None:

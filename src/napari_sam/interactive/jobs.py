@@ -157,7 +157,9 @@ def everything_job(engine: Engine, view: PlaneView, index: Index, whole_stack: b
             volume = PlaneStack(view.source, index)[:, :, :]
             return segment_volume(predictor, volume, params, progress, cancel)
         # The plane's windows go into the engine's cache: prompts there afterwards are decoder calls.
-        return segment_everything(predictor, engine.read_plane(view.source, index), params, progress, cancel,
+        plane = engine.read_plane(view.source, index)
+        engine.plane_limits(view.source, index, plane, predictor.prompts(engine.cache))  # the stack's treatment
+        return segment_everything(predictor, plane, params, progress, cancel,
                                   cache=engine.cache, signature=engine.key(view.source, index))
 
     return run
@@ -171,6 +173,7 @@ def refine_job(engine: Engine, view: PlaneView, index: Index, plane_labels: np.n
 
     def run(progress: Callable[[int, int], None], cancel: Callable[[], bool]) -> RefinedLabels:
         plane = engine.read_plane(view.source, index)
+        engine.plane_limits(view.source, index, plane, engine.predictor.prompts(engine.cache))  # the stack's treatment
         return refine_labels(engine.predictor, plane, plane_labels, cache=engine.cache,
                              signature=engine.key(view.source, index), progress=progress, cancel=cancel)
 

@@ -277,10 +277,12 @@ class PromptService:
 
     # ----------------------------------------------------------------- per-plane measures
 
-    def plane_limits(self, plane: np.ndarray, signature: Hashable) -> tuple[float, float]:
+    def plane_limits(self, plane: np.ndarray, signature: Hashable, denoise: bool | None = None) -> tuple[float, float]:
         """The plane's intensity limits, measured once per signature (on a denoised copy
-        when it is photon-limited)."""
-        return self._measured(plane, signature)[0]
+        when it is shown to the model denoised). ``denoise`` decides that for a plane not
+        measured yet: None by its own noise (photon-limited or not), True or False as the
+        caller decided for a whole stack."""
+        return self._measured(plane, signature, denoise)[0]
 
     def plane_noise(self, plane: np.ndarray, signature: Hashable) -> NoiseModel | None:
         """The plane's noise model when it is photon-limited and so shown to the model
@@ -293,10 +295,11 @@ class PromptService:
             known = self._limits.get(signature)
         return known is not None and known[1] is not None
 
-    def _measured(self, plane: np.ndarray, signature: Hashable) -> tuple[tuple[float, float], NoiseModel | None]:
+    def _measured(self, plane: np.ndarray, signature: Hashable,
+                  denoise: bool | None = None) -> tuple[tuple[float, float], NoiseModel | None]:
         def measure() -> tuple[tuple[float, float], NoiseModel | None]:
-            noise = fit_noise(plane) if self.settings.denoise else None
-            if noise is not None and noise.limited:
+            noise = fit_noise(plane) if self.settings.denoise and denoise is not False else None
+            if noise is not None and (noise.limited or denoise):
                 return intensity_limits(denoise_sample(plane, noise), self.predictor.percentiles), noise
             return intensity_limits(plane, self.predictor.percentiles), None
 
@@ -366,6 +369,14 @@ class PromptService:
             if max(bigger.shape) > side or bigger.shape == shape:
                 return bigger
             extent = np.concatenate([extent[:2] - side / 4, extent[2:] + side / 4])
+
+
+def stack_denoises(service: PromptService, first_plane: np.ndarray) -> bool:
+    """Whether every plane of a stack is shown to the model denoised: so its first plane
+    says (photon-limited or not), so that planes near the threshold (the bundled nucleus
+    volume's measure 3.4-4.6 sigmas) do not switch treatment from one to the next."""
+    noise = fit_noise(first_plane) if service.settings.denoise else None
+    return noise is not None and noise.limited
 
 
 def plane_digest(plane: np.ndarray) -> str:
