@@ -2,7 +2,7 @@
 stack, on the real nucleus data with the real LiteMedSAM weights, with their quality.
 
     python benchmarks/bench_automatic.py [--threads N] [--workers N]
-    python benchmarks/bench_automatic.py --variants native,2x,3x,low_photon,inverted,rgb [--precision auto]
+    python benchmarks/bench_automatic.py --variants native,2x,3x,low_photon,inverted,rgb [--precision auto] [--model M]
 
 Prints, per method, the wall time for the 512 x 512 nucleus image and the instance F1 at
 IoU 0.5 and mean segmentation accuracy (mSA, IoU 0.5 to 0.95) against its ground truth; for
@@ -51,6 +51,8 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=0, help="also time the volume on a LocalCluster of N workers")
     parser.add_argument("--variants", default="", help="comma-separated image variants: time and quality per variant only")
     parser.add_argument("--precision", default="fp32", help="fp32, bf16 or auto (default fp32)")
+    parser.add_argument("--model", default="lite_medsam",
+                        help="with --variants: registry name or checkpoint path (default lite_medsam)")
     parser.add_argument("--random-weights", default="", metavar="ARCH",
                         help="time the box method with a randomly initialised ARCH (e.g. vit_b) only")
     args = parser.parse_args()
@@ -60,7 +62,7 @@ def main() -> None:
         random_weights_time(args.random_weights)
         return
     if args.variants:
-        variant_table(args.variants.split(","), args.precision)
+        variant_table(args.variants.split(","), args.precision, args.model)
         return
     from napari_sam import Predictor, load_model, propagate
     from napari_sam.segmentation.propagation import CARRIES, PropagationParams
@@ -147,13 +149,14 @@ def _timed(run) -> float:  # type: ignore[no-untyped-def]
     return time.perf_counter() - t0
 
 
-def variant_table(names: list[str], precision: str) -> None:
-    """The default automatic method on each image variant: time and quality."""
+def variant_table(names: list[str], precision: str, model: str = "lite_medsam") -> None:
+    """The default automatic method on each image variant: time and quality, with ``model``
+    (a registry name or a checkpoint path)."""
     from napari_sam import Predictor, load_model
     from napari_sam.segmentation.automatic import segment_everything
     from napari_sam.variants import standard_variants
 
-    predictor = Predictor(load_model("lite_medsam", device="cpu", precision=precision))
+    predictor = Predictor(load_model(model, device="cpu", precision=precision))
     image = tifffile.imread(ROOT / "tests/data/nuclei2d.tif")
     truth = tifffile.imread(ROOT / "tests/data/nuclei2d_labels.tif")
     predictor.embed(image)
@@ -163,7 +166,7 @@ def variant_table(names: list[str], precision: str) -> None:
         predictor.embed(image)
         whole.append(time.perf_counter() - t0)
     one = float(np.median(whole))
-    print(f"{platform.machine()}, torch {torch.__version__}, {torch.get_num_threads()} threads, lite_medsam "
+    print(f"{platform.machine()}, torch {torch.__version__}, {torch.get_num_threads()} threads, {predictor.model_name} "
           f"{predictor.model.precision}; one whole-plane embedding of the 512x512 image: {one:.2f} s (median of 5)")
     for name, var_image, var_truth in standard_variants(image, truth, names):
         predictor.prompts().cache.clear()  # each variant embeds its own windows

@@ -11,7 +11,7 @@ stabilised values, then back to intensities. Pure numpy/scipy/scikit-image.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from scipy import ndimage as ndi
@@ -39,7 +39,8 @@ _BINS = 20
 @dataclass(frozen=True)
 class NoiseModel:
     """A plane's noise, variance = ``gain`` * mean + ``floor`` (clipped below at
-    ``min_var``), and the objects' ``contrast`` in noise sigmas."""
+    ``min_var``), over its intensities ``low`` to ``high``, and the objects' ``contrast``
+    in noise sigmas."""
 
     gain: float
     floor: float
@@ -102,7 +103,7 @@ def fit_noise(plane: np.ndarray) -> NoiseModel | None:
     gain, floor = np.linalg.lstsq(np.column_stack([mu, np.ones(len(mu))]), np.array(var), rcond=None)[0]
     min_var = max(min(v for v in var if v > 0), 1e-12) if any(v > 0 for v in var) else 1e-12
     model = NoiseModel(float(gain), float(floor), float(min_var), low, high)
-    return NoiseModel(model.gain, model.floor, model.min_var, low, high, _contrast(x, model))
+    return replace(model, contrast=_contrast(x, model))
 
 
 def _contrast(x: np.ndarray, model: NoiseModel, max_side: int = 1024) -> float:
