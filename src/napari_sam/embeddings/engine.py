@@ -281,8 +281,8 @@ class Engine:
                                mask_window=mask_window)
 
     def denoises(self, source: PlaneSource, index: Index) -> bool:
-        """Whether plane ``index`` is known to be photon-limited, and so shown to the model
-        denoised in its tiles (never measures: safe on the GUI thread)."""
+        """Whether plane ``index`` is known to be shown to the model denoised in its tiles, as
+        its source's first plane decided (never measures: safe on the GUI thread)."""
         return self.prompts.denoises(self.key(source, index))
 
     def tiles(self, source: PlaneSource, index: Index) -> list[Window]:
